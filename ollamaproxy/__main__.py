@@ -1,0 +1,5 @@
+"""Entry point for `python -m ollamaproxy`."""
+
+from ollamaproxy.cli import main
+
+raise SystemExit(main())
