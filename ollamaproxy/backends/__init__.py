@@ -1,0 +1,1 @@
+"""Backends: model names, health classification, inventory and the registry that owns their state."""

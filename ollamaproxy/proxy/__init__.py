@@ -1,0 +1,1 @@
+"""The client-facing aiohttp application: Ollama and OpenAI routes, guards, forwarding."""

@@ -1,0 +1,292 @@
+"""The client-facing aiohttp application: routes, the request gate, and the forwarding loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from ollamaproxy import __version__
+from ollamaproxy.backends.health import Health
+from ollamaproxy.backends.models import canonical_model
+from ollamaproxy.backends.registry import Registry
+from ollamaproxy.config import Config
+from ollamaproxy.proxy import aggregate
+from ollamaproxy.proxy.errors import ApiError, error_response
+from ollamaproxy.proxy.forward import BeforeFirstByteError, ForwardResult, drain_then, open_upstream, relay
+from ollamaproxy.proxy.paths import BlockedEndpoints, normalise_path
+from ollamaproxy.requestlog import RequestLog
+from ollamaproxy.routing.candidates import select_candidates
+from ollamaproxy.routing.scheduler import Grant, Scheduler
+
+# Inference endpoints: path -> API family whose shape requests and errors take.
+INFERENCE_ROUTES = {
+    "/api/chat": "ollama",
+    "/api/generate": "ollama",
+    "/api/embed": "ollama",
+    "/api/embeddings": "ollama",
+    "/api/show": "ollama",
+    "/v1/chat/completions": "openai",
+    "/v1/completions": "openai",
+    "/v1/embeddings": "openai",
+}
+LISTING_ROUTES = ("/", "/api/version", "/api/tags", "/api/ps", "/v1/models")
+_REQUEST_ID_MAX = 128
+
+PROXY_STATE = web.AppKey("proxy_state", "ProxyState")
+
+
+@dataclass
+class ProxyState:
+    """Everything a request handler needs, shared through the app."""
+
+    config: Config
+    registry: Registry
+    scheduler: Scheduler
+    request_log: RequestLog
+    blocked: BlockedEndpoints = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.blocked = BlockedEndpoints(self.config.security.blocked_endpoints)
+
+
+@dataclass
+class _Parsed:
+    model: str            # canonical, for routing
+    body: bytes           # what goes to the backend
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-ID", "").strip()
+    if given and len(given) <= _REQUEST_ID_MAX and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def parse_body(raw: bytes, path: str) -> _Parsed:
+    """Validate the JSON body and its model field (fail closed); the body itself is left untouched."""
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    model = payload.get("model")
+    if model is None and path == "/api/show":
+        model = payload.get("name")  # Ollama's older spelling for /api/show
+    if model is None:
+        raise ApiError(400, "missing_model", "field 'model' is required: name the model to run, e.g. \"llama3.2\"")
+    if not isinstance(model, str):
+        raise ApiError(400, "invalid_model", f"field 'model' must be a string, got {type(model).__name__}")
+    trimmed = model.strip()
+    if not trimmed:
+        raise ApiError(400, "missing_model", "field 'model' must not be empty or only whitespace")
+    if trimmed != model:
+        # The one rewrite the proxy makes: a padded model name would be refused by the backend.
+        key = "model" if "model" in payload else "name"
+        payload[key] = trimmed
+        raw = json.dumps(payload, ensure_ascii=False).encode()
+    return _Parsed(canonical_model(trimmed), raw)
+
+
+class ProxyHandlers:
+    def __init__(self, state: ProxyState):
+        self.state = state
+
+    # ---- inference -------------------------------------------------------------------
+
+    async def inference(self, request: web.Request) -> web.StreamResponse:
+        state = self.state
+        started = time.monotonic()
+        path = request.path
+        api = INFERENCE_ROUTES[path]
+        request_id = _request_id(request)
+        record = {
+            "request_id": request_id, "client": request.remote, "method": request.method, "path": path,
+            "model": None, "backend": None, "status": None, "queued_ms": 0.0, "ttfb_ms": None,
+            "total_ms": None, "bytes": 0, "outcome": "ok",
+        }
+        id_header = {"X-Request-ID": request_id}
+        try:
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise ApiError(413, "body_too_large",
+                               f"request body exceeds the limit of {state.config.server.max_body_bytes} bytes "
+                               "([server] max_body_bytes)") from None
+            parsed = parse_body(raw, path)
+            record["model"] = parsed.model
+            target = request.headers.get("X-Target-Backend")
+            if target is not None:
+                target = target.strip()
+                if not target:
+                    raise ApiError(400, "invalid_header", "X-Target-Backend: empty value; give a backend id")
+            result = await self._route(request, parsed, api, target, record, id_header)
+            record["status"] = result.status
+            record["bytes"] = result.bytes_sent
+            if result.first_byte_at is not None:
+                record["ttfb_ms"] = round((result.first_byte_at - started) * 1000, 2)
+            record["outcome"] = result.outcome
+            return result.response
+        except ApiError as error:
+            record["status"] = error.status
+            record["outcome"] = error.code
+            return error_response(path, error, id_header)
+        except asyncio.CancelledError:
+            record["outcome"] = "client_disconnected"
+            record["status"] = record["status"] or 499
+            raise
+        except ConnectionResetError:
+            record["outcome"] = "client_disconnected"
+            record["status"] = record["status"] or 499
+            raise
+        finally:
+            record["total_ms"] = round((time.monotonic() - started) * 1000, 2)
+            state.request_log.log(record)
+
+    async def _route(self, request: web.Request, parsed: _Parsed, api: str, target: str | None,
+                     record: dict, id_header: dict[str, str]) -> ForwardResult:
+        state = self.state
+        registry = state.registry
+        tried: dict[str, str] = {}
+        failover = False
+        while True:
+            choice = select_candidates(parsed.model, api, registry.states.values(), target, registry.clock())
+            remaining = tuple(c for c in choice.candidates if c.backend_id not in tried)
+            if not remaining:
+                raise ApiError(503, "all_backends_failed",
+                               "every backend that serves the model failed before answering: "
+                               + "; ".join(f"{k}: {v}" for k, v in tried.items()),
+                               headers={"Retry-After": "5"}, details={"attempts": tried})
+            grant = await state.scheduler.acquire(remaining)
+            record["queued_ms"] = round(record["queued_ms"] + grant.queued_seconds * 1000, 2)
+            backend_id = grant.backend_id
+            record["backend"] = backend_id
+            try:
+                result = await self._forward_once(request, parsed, grant, choice.reason, remaining,
+                                                  failover, id_header)
+            except BeforeFirstByteError as error:
+                state.scheduler.release(backend_id)
+                registry.report_failure(backend_id, error.outcome)
+                tried[backend_id] = error.outcome.reason
+                failover = True
+                if target is not None:
+                    raise ApiError(error.status or 502, "backend_failed",
+                                   f"backend {backend_id} failed: {error.outcome.reason}",
+                                   headers={"Retry-After": "5"} if error.status else None) from None
+                continue
+            if result.backend_failure is not None:
+                registry.report_failure(backend_id, result.backend_failure)
+            elif 200 <= result.status < 300:
+                registry.note_served(backend_id, parsed.model)
+            return result
+
+    async def _forward_once(self, request: web.Request, parsed: _Parsed, grant: Grant, selection: str,
+                            candidates: tuple, failover: bool, id_header: dict[str, str]) -> ForwardResult:
+        """Forward on a reserved slot; the slot is released here on every path except a hand-off to drain."""
+        state = self.state
+        backend_id = grant.backend_id
+        backend = state.registry.states[backend_id].config
+        session = state.registry.sessions[backend_id]
+        reason = "target-header" if selection == "target-header" else grant.reason
+        if failover:
+            reason = "failover-" + reason
+        headers = dict(id_header)
+        headers["X-Backend-Used"] = backend_id
+        headers["X-Routing-Reason"] = reason
+        alternatives = [c.backend_id for c in candidates if c.backend_id != backend_id]
+        if alternatives:
+            headers["X-Alternatives"] = ",".join(alternatives)
+        upstream = None
+        handed_off = False
+        caller_releases = False
+        completed = False
+        try:
+            upstream = await open_upstream(session, request, backend, parsed.body,
+                                           state.config.server.header_timeout_seconds)
+            result = await relay(request, upstream, headers, backend_id)
+            completed = result.backend_failure is None
+            return result
+        except BeforeFirstByteError:
+            caller_releases = True  # the failover loop releases the slot and tries the next candidate
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            if upstream is not None and not backend.cancel_on_disconnect:
+                handed_off = True
+                asyncio.get_running_loop().create_task(
+                    drain_then(upstream, lambda: state.scheduler.release(backend_id)))
+            raise
+        finally:
+            if upstream is not None and not handed_off:
+                if completed:
+                    upstream.release()  # keep the pooled connection
+                else:
+                    upstream.close()    # closing tells the backend to stop generating
+            if not handed_off and not caller_releases:
+                state.scheduler.release(backend_id)
+
+    # ---- listings and misc -------------------------------------------------------------
+
+    async def root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    async def version(self, request: web.Request) -> web.Response:
+        versions = [s.version for s in self.state.registry.states.values()
+                    if s.version and s.health is Health.HEALTHY]
+        version = min(versions, key=aggregate.version_key) if versions else "0.0.0"
+        return web.json_response({"version": version, "proxy": f"ollamaproxy {__version__}"})
+
+    async def tags(self, request: web.Request) -> web.Response:
+        return web.json_response(await aggregate.ollama_listing(self.state.registry, "/api/tags"))
+
+    async def ps(self, request: web.Request) -> web.Response:
+        return web.json_response(await aggregate.ollama_listing(self.state.registry, "/api/ps"))
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(await aggregate.openai_models(self.state.registry))
+
+    async def fallback(self, request: web.Request) -> web.Response:
+        """Every path no route took: blocked admin endpoints (403), wrong methods (405), else 404."""
+        normalised = normalise_path(request.raw_path)
+        pattern = self.state.blocked.match(normalised)
+        if pattern is not None:
+            error = ApiError(403, "endpoint_blocked",
+                             f"{normalised} is an administrative endpoint and is blocked by the proxy "
+                             f"(matches {pattern!r} in [security] blocked_endpoints)")
+            return error_response(normalised, error)
+        if normalised in INFERENCE_ROUTES:
+            error = ApiError(405, "method_not_allowed", f"{request.method} {normalised}: use POST")
+            return error_response(normalised, error, {"Allow": "POST"})
+        if normalised in LISTING_ROUTES:
+            allowed = "GET, HEAD" if normalised == "/" else "GET"
+            error = ApiError(405, "method_not_allowed", f"{request.method} {normalised}: use {allowed}")
+            return error_response(normalised, error, {"Allow": allowed})
+        error = ApiError(404, "not_found",
+                         f"no such endpoint: {request.method} {request.path}; the proxy serves "
+                         + ", ".join(sorted(set(INFERENCE_ROUTES) | set(LISTING_ROUTES))))
+        return error_response(request.path, error)
+
+
+def create_proxy_app(state: ProxyState) -> web.Application:
+    app = web.Application(client_max_size=state.config.server.max_body_bytes)
+    app[PROXY_STATE] = state
+    handlers = ProxyHandlers(state)
+    blocked = state.blocked
+
+    def add(method: str, path: str, handler) -> None:
+        if blocked.match(normalise_path(path)) is None:
+            app.router.add_route(method, path, handler)
+
+    add("GET", "/", handlers.root)  # aiohttp answers HEAD for GET routes
+    add("GET", "/api/version", handlers.version)
+    add("GET", "/api/tags", handlers.tags)
+    add("GET", "/api/ps", handlers.ps)
+    add("GET", "/v1/models", handlers.models)
+    for path in INFERENCE_ROUTES:
+        add("POST", path, handlers.inference)
+    app.router.add_route("*", "/{tail:.*}", handlers.fallback)
+    return app

@@ -1,0 +1,143 @@
+"""Forwarding one request to one backend: body byte for byte, streams passed through as they arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ollamaproxy.backends.health import Health, ProbeOutcome, classify_status
+from ollamaproxy.backends.registry import backend_auth_headers
+from ollamaproxy.config import BackendConfig
+from ollamaproxy.proxy.errors import stream_error_line
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and ones aiohttp sets itself; never copied across.
+_HOP_BY_HOP = frozenset(h.lower() for h in (
+    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+    "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
+))
+_RESPONSE_SKIP = _HOP_BY_HOP | {"date", "server"}
+# Routing headers meant for the proxy; the backend has no use for them.
+_ROUTING_HEADERS = frozenset(h.lower() for h in (
+    "X-Target-Backend", "X-Latency-Critical", "X-Power-Efficient", "X-Max-Latency-Ms",
+    "X-Max-Power-Watts", "X-Priority", "X-Media-Type", "X-Client-ID",
+))
+_STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
+_FAILOVER_STATUSES = (429, 503)
+
+
+class BeforeFirstByteError(Exception):
+    """The backend failed before anything reached the client: the request may move to another backend."""
+
+    def __init__(self, outcome: ProbeOutcome, status: int | None = None, body: bytes = b""):
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class ForwardResult:
+    response: web.StreamResponse
+    status: int
+    bytes_sent: int = 0
+    first_byte_at: float | None = None
+    outcome: str = "ok"
+    backend_failure: ProbeOutcome | None = None
+    streamed: bool = False
+
+
+def upstream_headers(request: web.Request, backend: BackendConfig) -> CIMultiDict:
+    headers = CIMultiDict()
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        if lowered in _HOP_BY_HOP or lowered in _ROUTING_HEADERS:
+            continue
+        headers.add(name, value)
+    auth = backend_auth_headers(backend)
+    if auth:
+        headers.update(auth)
+    return headers
+
+
+def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CIMultiDict:
+    headers = CIMultiDict()
+    for name, value in upstream.headers.items():
+        if name.lower() not in _RESPONSE_SKIP:
+            headers.add(name, value)
+    headers.update(extra)
+    return headers
+
+
+async def open_upstream(session: aiohttp.ClientSession, request: web.Request, backend: BackendConfig,
+                        body: bytes, header_timeout: float) -> aiohttp.ClientResponse:
+    """Send the request and wait for the backend's response headers (bounded by header_timeout)."""
+    url = backend.url + request.raw_path
+    try:
+        async with asyncio.timeout(header_timeout):
+            upstream = await session.request(request.method, url, data=body,
+                                             headers=upstream_headers(request, backend))
+    except TimeoutError:
+        raise BeforeFirstByteError(ProbeOutcome(Health.DOWN, f"no response headers within {header_timeout:g}s")) from None
+    except (aiohttp.ClientConnectionError, OSError) as error:
+        raise BeforeFirstByteError(ProbeOutcome(Health.DOWN, f"connection failed: {type(error).__name__}")) from None
+    if upstream.status in _FAILOVER_STATUSES:
+        try:
+            error_body = await upstream.read()
+        except (aiohttp.ClientError, OSError):
+            error_body = b""
+        upstream.release()
+        outcome = classify_status(upstream.status, upstream.headers.get("Retry-After"), time.time())
+        raise BeforeFirstByteError(outcome, upstream.status, error_body)
+    return upstream
+
+
+async def relay(request: web.Request, upstream: aiohttp.ClientResponse, extra_headers: dict[str, str],
+                backend_id: str) -> ForwardResult:
+    """Copy the backend's response to the client: whole for plain bodies, chunk by chunk for streams."""
+    content_type = upstream.headers.get("Content-Type", "")
+    headers = _response_headers(upstream, extra_headers)
+    if not content_type.startswith(_STREAM_TYPES):
+        try:
+            payload = await upstream.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise BeforeFirstByteError(ProbeOutcome(Health.DOWN, f"body read failed: {type(error).__name__}")) from None
+        response = web.Response(status=upstream.status, body=payload, headers=headers)
+        return ForwardResult(response, upstream.status, len(payload), time.monotonic())
+
+    if content_type.startswith("text/event-stream"):
+        headers["X-Accel-Buffering"] = "no"
+        headers.setdefault("Cache-Control", "no-cache")
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    await response.prepare(request)
+    result = ForwardResult(response, upstream.status, first_byte_at=time.monotonic(), streamed=True)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+            result.bytes_sent += len(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+            TimeoutError) as error:
+        # The backend broke mid-stream: the status is already sent, so end the stream with an
+        # in-band error line the client libraries understand instead of a silent truncation.
+        reason = "timed out between chunks" if isinstance(error, TimeoutError) else type(error).__name__
+        result.outcome = "backend_failed_mid_stream"
+        result.backend_failure = ProbeOutcome(Health.DOWN, f"stream broke: {reason}")
+        await response.write(stream_error_line(request.path, f"backend {backend_id} failed mid-stream ({reason})"))
+    await response.write_eof()
+    return result
+
+
+async def drain_then(upstream: aiohttp.ClientResponse, done) -> None:
+    """Let an abandoned upstream request run to its end (cancel_on_disconnect = false), then call done()."""
+    try:
+        async for _chunk in upstream.content.iter_any():
+            pass
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass
+    finally:
+        upstream.release()
+        done()

@@ -1,0 +1,116 @@
+"""Candidate selection: the backends that may serve a request, with a reason for each exclusion (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ollamaproxy.backends.models import matches_any
+from ollamaproxy.backends.registry import BackendState
+from ollamaproxy.proxy.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    backend_id: str
+    loaded: bool          # the model is resident there (per /api/ps or a recent request)
+    order: int            # position in the config, the final tie-breaker
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    model: str
+    candidates: tuple[Candidate, ...]
+    reason: str                                   # "target-header" or "model-served"
+    excluded: dict[str, str] = field(default_factory=dict)
+
+
+def _serves(state: BackendState, model: str, pinned: bool) -> bool:
+    inventory = state.inventory
+    if inventory is not None:
+        return model in inventory.models
+    # Inventory not answered yet: trust the affinity patterns, else assume it might.
+    return pinned or not state.config.models
+
+
+def kinds_for_api(api: str) -> tuple[str, ...]:
+    """Backend kinds that can answer a request made to the given API ("ollama" or "openai")."""
+    return ("ollama",) if api == "ollama" else ("ollama", "openai")
+
+
+def select_candidates(model: str, api: str, states: Iterable[BackendState], target: str | None,
+                      now: float) -> CandidateSet:
+    """Backends able to serve `model` on `api`, loaded ones first; raises ApiError when none can."""
+    all_states = list(states)
+    kinds = kinds_for_api(api)
+    pinned_to = [s for s in all_states if s.config.models and matches_any(model, s.config.models)]
+    pinned_ids = [s.id for s in pinned_to]
+
+    if target is not None:
+        return _targeted(model, api, all_states, target, pinned_ids, kinds, now)
+
+    pool = pinned_to if pinned_to else all_states
+    excluded: dict[str, str] = {}
+    serving: list[tuple[int, BackendState]] = []
+    for order, state in enumerate(all_states):
+        if state not in pool:
+            continue
+        if state.config.kind not in kinds:
+            excluded[state.id] = f"{state.config.kind} backend cannot answer the {api} API"
+        elif not _serves(state, model, bool(pinned_to)):
+            excluded[state.id] = "does not have the model"
+        else:
+            serving.append((order, state))
+    if not serving:
+        raise _model_not_found(model, api, all_states, kinds, pinned_ids)
+
+    candidates = []
+    for order, state in serving:
+        if not state.available(now):
+            excluded[state.id] = state.describe(now)
+            continue
+        loaded = state.inventory is not None and model in state.inventory.loaded
+        candidates.append(Candidate(state.id, loaded, order))
+    if not candidates:
+        raise ApiError(503, "no_backend_available",
+                       f"model {model!r} is served by backends that are not available now: "
+                       + "; ".join(f"{k}: {v}" for k, v in excluded.items() if k in {s.id for _, s in serving}),
+                       headers={"Retry-After": "5"}, details={"excluded": excluded})
+    candidates.sort(key=lambda c: (not c.loaded, c.order))
+    return CandidateSet(model, tuple(candidates), "model-served", excluded)
+
+
+def _targeted(model: str, api: str, states: list[BackendState], target: str, pinned_ids: list[str],
+              kinds: tuple[str, ...], now: float) -> CandidateSet:
+    by_id = {s.id: (order, s) for order, s in enumerate(states)}
+    if target not in by_id:
+        raise ApiError(400, "invalid_header",
+                       f"X-Target-Backend: unknown backend {target!r}; configured backends: {', '.join(by_id)}")
+    if pinned_ids and target not in pinned_ids:
+        raise ApiError(409, "model_affinity_violation",
+                       f"model {model!r} is pinned to backend(s) {', '.join(pinned_ids)} by affinity rules; "
+                       f"X-Target-Backend {target!r} may not serve it",
+                       details={"pinned_to": pinned_ids})
+    order, state = by_id[target]
+    if state.config.kind not in kinds:
+        raise ApiError(400, "invalid_header",
+                       f"X-Target-Backend: backend {target!r} is an {state.config.kind} backend and cannot answer "
+                       f"the {api} API; use the /v1/* endpoints for it")
+    if not state.available(now):
+        raise ApiError(503, "backend_unavailable", f"backend {target!r} is not available: {state.describe(now)}",
+                       headers={"Retry-After": "5"})
+    loaded = state.inventory is not None and model in state.inventory.loaded
+    return CandidateSet(model, (Candidate(target, loaded, order),), "target-header")
+
+
+def _model_not_found(model: str, api: str, states: list[BackendState], kinds: tuple[str, ...],
+                     pinned_ids: list[str]) -> ApiError:
+    available = sorted({m for s in states if s.inventory and s.config.kind in kinds for m in s.inventory.models})
+    elsewhere = [s.id for s in states if s.inventory and model in s.inventory.models and s.config.kind not in kinds]
+    message = f"model {model!r} not found on any backend"
+    if pinned_ids:
+        message += f" it is pinned to ({', '.join(pinned_ids)})"
+    if elsewhere:
+        message += f"; backend(s) {', '.join(elsewhere)} have it but only speak the OpenAI API (use /v1/*)"
+    message += "; available models: " + (", ".join(available) if available else "none reported yet")
+    return ApiError(404, "model_not_found", message, details={"available_models": available})
