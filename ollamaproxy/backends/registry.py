@@ -48,17 +48,15 @@ class BackendState:
         return self.config.id
 
     def available(self, now: float) -> bool:
-        """May take new work: enabled and healthy (or not probed yet), and not inside a busy window."""
-        if not self.enabled:
+        """May take new work: enabled, healthy (or not probed yet, or busy), and past any Retry-After."""
+        if not self.enabled or now < self.busy_until:
             return False
-        if self.health in (Health.HEALTHY, Health.UNKNOWN):
-            return True
-        return self.health is Health.BUSY and now >= self.busy_until
+        return self.health in (Health.HEALTHY, Health.UNKNOWN, Health.BUSY)
 
     def describe(self, now: float) -> str:
         if not self.enabled:
             return "disabled"
-        if self.health is Health.BUSY and now < self.busy_until:
+        if now < self.busy_until:
             return f"busy for {self.busy_until - now:.0f}s more ({self.reason})"
         return f"{self.health.value} ({self.reason})"
 
@@ -128,9 +126,11 @@ class Registry:
             state.failures = 0
         else:
             state.failures += 1
-        state.busy_until = now + outcome.retry_after_seconds if outcome.health is Health.BUSY and outcome.retry_after_seconds else (
-            now if outcome.health is Health.BUSY else 0.0
-        )
+        if outcome.health is Health.BUSY:
+            # A backend that said "come back later" stays out until then (one probe interval when it
+            # gave no Retry-After), even if a probe passes in between.
+            wait = outcome.retry_after_seconds
+            state.busy_until = now + (wait if wait is not None else self.config.health.interval_seconds)
         if outcome.health is not previous or outcome.reason != state.reason:
             state.changed_at = now
         state.health = outcome.health
@@ -151,7 +151,7 @@ class Registry:
         state = self.states[backend_id]
         self._apply(state, outcome)
         wake = self._wakeups.get(backend_id)
-        if wake is not None:
+        if wake is not None and outcome.health is Health.DOWN:
             wake.set()
 
     def note_served(self, backend_id: str, model: str) -> None:

@@ -155,8 +155,13 @@ class ProxyHandlers:
         tried: dict[str, str] = {}
         failover = False
         while True:
-            choice = select_candidates(parsed.model, api, registry.states.values(), target, registry.clock())
-            remaining = tuple(c for c in choice.candidates if c.backend_id not in tried)
+            try:
+                choice = select_candidates(parsed.model, api, registry.states.values(), target, registry.clock())
+                remaining = tuple(c for c in choice.candidates if c.backend_id not in tried)
+            except ApiError:
+                if not tried:
+                    raise
+                remaining = ()
             if not remaining:
                 raise ApiError(503, "all_backends_failed",
                                "every backend that serves the model failed before answering: "
