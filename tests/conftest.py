@@ -29,6 +29,23 @@ async def wait_until(predicate, timeout: float = 10.0, message: str = "condition
         await asyncio.sleep(0.002)
 
 
+async def wait_for_http(url: str, timeout: float = 20.0) -> None:
+    """Poll `url` until it answers 200 (a process finished starting), failing at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError(f"{url} did not answer within {timeout}s")
+            await asyncio.sleep(0.01)
+
+
 # ---------------------------------------------------------------- simulated backends
 
 

@@ -267,7 +267,7 @@ class ProxyHandlers:
             error = ApiError(405, "method_not_allowed", f"{request.method} {normalised}: use POST")
             return error_response(normalised, error, {"Allow": "POST"})
         if normalised in LISTING_ROUTES:
-            allowed = "GET, HEAD" if normalised == "/" else "GET"
+            allowed = "GET, HEAD"
             error = ApiError(405, "method_not_allowed", f"{request.method} {normalised}: use {allowed}")
             return error_response(normalised, error, {"Allow": allowed})
         error = ApiError(404, "not_found",
@@ -284,9 +284,12 @@ def create_proxy_app(state: ProxyState) -> web.Application:
 
     def add(method: str, path: str, handler) -> None:
         if blocked.match(normalise_path(path)) is None:
-            app.router.add_route(method, path, handler)
+            if method == "GET":
+                app.router.add_get(path, handler)  # also answers HEAD, as Ollama does
+            else:
+                app.router.add_route(method, path, handler)
 
-    add("GET", "/", handlers.root)  # aiohttp answers HEAD for GET routes
+    add("GET", "/", handlers.root)
     add("GET", "/api/version", handlers.version)
     add("GET", "/api/tags", handlers.tags)
     add("GET", "/api/ps", handlers.ps)
