@@ -1,4 +1,4 @@
-"""Simulated Ollama / OpenAI-compatible inference backend speaking the documented wire formats, for tests, demos and benchmarks."""
+"""Simulated Ollama / OpenAI-compatible inference backend for tests, demos and benchmarks."""
 
 from __future__ import annotations
 
@@ -137,14 +137,16 @@ def _parse_keep_alive(value: Any) -> float:
 class SimBehaviour:
     """Mutable knobs; tests change them at run time (directly or via POST /_sim/behaviour)."""
 
-    tokens_per_second: float = 50.0
-    first_token_ms: float = 0.0
-    fail_status: int | None = None
-    fail_count: int | None = None
-    retry_after: str | None = None
+    tokens_per_second: float = 50.0  # <= 0: no pacing at all
+    first_token_ms: float = 0.0  # delay before the first token / the non-stream answer
+    fail_status: int | None = None  # every POST inference request answers this (API-shaped error JSON)
+    fail_count: int | None = None  # ...for this many requests, then both clear (None: until changed)
+    retry_after: str | None = None  # Retry-After header on fail_status answers
+    # streaming: abort the connection after this many chunks; non-stream generation: abort before
+    # the answer when the value is <= the number of tokens (the stream would have lost its done chunk)
     crash_after_chunks: int | None = None
-    hold: asyncio.Event | None = None
-    health_status: int | None = None
+    hold: asyncio.Event | None = None  # inference handlers wait for it before the first byte
+    health_status: int | None = None  # every GET/HEAD outside /_sim/ answers this status
     load_ms: float = 0.0  # extra delay when a request has to load a cold model
     max_loaded: int | None = None  # evict least recently used resident models beyond this
     watts: float = 10.0  # nominal power draw while generating (informational)
@@ -249,6 +251,10 @@ def _model_info(name: str) -> _ModelInfo:
     )
 
 
+class _Shutdown(Exception):
+    """The sim's app is shutting down: in-flight requests are dropped."""
+
+
 class _ApiError(Exception):
     def __init__(self, status: int, message: str, etype: str | None = None):
         super().__init__(message)
@@ -333,6 +339,7 @@ class SimState:
             info = _model_info(canonical_model_name(m))
             self.models.setdefault(info.name.lower(), info)
         self.resident: dict[str, _Resident] = {}
+        self.closing = asyncio.Event()  # set on app shutdown: held/streaming requests stop
         self._seq = 0
         initial = list(models[:1]) if loaded is None else list(loaded)
         now = time.time()
@@ -473,6 +480,11 @@ class _Handlers:
             except asyncio.CancelledError:
                 stats.cancelled += 1
                 raise
+            except _Shutdown:
+                stats.cancelled += 1
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=503)
             except ConnectionResetError:
                 stats.cancelled += 1
                 return web.Response(status=499)
@@ -485,7 +497,15 @@ class _Handlers:
         beh = self.s.behaviour
         hold = beh.hold
         if hold is not None and not hold.is_set():
-            await hold.wait()
+            closing = self.s.closing
+            waiters = [asyncio.ensure_future(hold.wait()), asyncio.ensure_future(closing.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+            if not hold.is_set():
+                raise _Shutdown()
         if cold and beh.load_ms > 0:
             await asyncio.sleep(beh.load_ms / 1000.0)
         if beh.first_token_ms > 0:
@@ -536,10 +556,13 @@ class _Handlers:
                 self._crash(request)
                 return resp
             write = resp.write
+            closing = self.s.closing
             for i in range(n):
                 tps = beh.tokens_per_second
                 if tps > 0:
                     await sleep(1.0 / tps)
+                    if closing.is_set():
+                        raise _Shutdown()
                 await write(token_chunk(i))
                 written += 1
                 if crash is not None and written >= crash:
@@ -1057,6 +1080,11 @@ def create_sim_app(name: str, models: list[str], *, tokens_per_second: float = 5
         response.headers["X-Sim-Backend"] = name
 
     app.on_response_prepare.append(add_backend_header)
+
+    async def on_shutdown(app: web.Application) -> None:
+        state.closing.set()
+
+    app.on_shutdown.append(on_shutdown)
 
     r = app.router
     r.add_get("/", h.root)

@@ -14,6 +14,7 @@ from aiohttp import web
 from ollamaproxy.config import parse_config
 from ollamaproxy.requestlog import RequestLog
 from ollamaproxy.service import Router
+from llamacpp_server import DEFAULT_ALIAS, LlamaCppServer, model_path
 from ollamaproxy.sim import SIM_BEHAVIOUR, SIM_STATS, SimBehaviour, SimStats, create_sim_app
 
 # ---------------------------------------------------------------- waiting without sleeping as sync
@@ -187,3 +188,17 @@ async def routers():
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+# ---------------------------------------------------------------- the real llama.cpp server
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server():
+    """One real llama.cpp server (xllamacpp, SmolLM2-135M) for the whole session."""
+    server = LlamaCppServer(model_path(), alias=DEFAULT_ALIAS)
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,24 +12,11 @@ import urllib.request
 import openai
 import pytest
 
-try:
-    from llamacpp_server import DEFAULT_ALIAS, LlamaCppServer, model_path
-except ImportError:  # tests/ imported as a package
-    from tests.llamacpp_server import DEFAULT_ALIAS, LlamaCppServer, model_path
+from llamacpp_server import DEFAULT_ALIAS
 
 pytestmark = pytest.mark.llamacpp
 
 ALIAS = DEFAULT_ALIAS  # "smollm2:135m"
-
-
-@pytest.fixture(scope="session")
-def llamacpp_server():
-    server = LlamaCppServer(model_path(), alias=ALIAS)
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
