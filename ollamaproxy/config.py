@@ -84,7 +84,9 @@ class BackendConfig(_Section):
     max_concurrent: Annotated[int, Field(ge=1, le=1024)] = 1
     power_watts: Annotated[float, Field(gt=0)] = 15.0
     latency_ms: Annotated[float, Field(ge=0)] = 200.0
+    tokens_per_second: Annotated[float, Field(gt=0)] = 20.0
     models: list[str] = Field(default_factory=list)
+    slot_cost: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     cancel_on_disconnect: bool = True
     api_key: str | None = Field(default=None, repr=False)
     enabled: bool = True
@@ -124,6 +126,29 @@ class HealthConfig(_Section):
 class QueueConfig(_Section):
     max_depth: Annotated[int, Field(ge=0)] = 512
     timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    aging_seconds: Annotated[float, Field(gt=0)] = 30.0
+    fair_quantum_seconds: Annotated[float, Field(ge=0)] = 1.0
+    reorder_window: Annotated[int, Field(ge=1, le=256)] = 8
+
+
+class EfficiencyConfig(_Section):
+    default_mode: str = "balanced"
+    quiet_hours: list[Annotated[int, Field(ge=0, le=23)]] = Field(default_factory=lambda: [22, 7])
+    battery_hysteresis_percent: Annotated[float, Field(ge=0, le=50)] = 5.0
+
+    @field_validator("default_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        from ollamaproxy.modes import parse_mode
+
+        return parse_mode(value).value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _two_hours(cls, value: list[int]) -> list[int]:
+        if value and len(value) != 2:
+            raise ValueError("give [start_hour, end_hour] (e.g. [22, 7]) or [] to turn quiet hours off")
+        return value
 
 
 class SecurityConfig(_Section):
@@ -143,6 +168,7 @@ class Config(_Section):
     backends: list[BackendConfig] = Field(default_factory=list)
     health: HealthConfig = Field(default_factory=HealthConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

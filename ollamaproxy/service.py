@@ -13,8 +13,11 @@ from aiohttp import web
 from ollamaproxy.backends.registry import BackendState, Registry
 from ollamaproxy.backends.health import Health
 from ollamaproxy.config import Config, ConfigError, default_config, default_config_path, load_config, parse_host_port
+from ollamaproxy.policy.efficiency import EfficiencyPolicy, default_auto_inputs
 from ollamaproxy.proxy.app import ProxyState, create_proxy_app
 from ollamaproxy.requestlog import RequestLog
+from ollamaproxy.routing.estimates import Estimates
+from ollamaproxy.routing.planner import Planner
 from ollamaproxy.routing.scheduler import Scheduler
 
 log = logging.getLogger("ollamaproxy.service")
@@ -26,21 +29,43 @@ class Router:
     def __init__(self, config: Config, *, request_log: RequestLog | None = None):
         self.config = config
         self.registry = Registry(config)
+        queue = config.queue
         self.scheduler = Scheduler(
             {b.id: b.max_concurrent for b in config.backends},
-            max_queue_depth=config.queue.max_depth,
-            queue_timeout=config.queue.timeout_seconds,
+            max_queue_depth=queue.max_depth,
+            queue_timeout=queue.timeout_seconds,
+            aging_seconds=queue.aging_seconds,
+            fair_quantum_seconds=queue.fair_quantum_seconds,
+            reorder_window=queue.reorder_window,
             is_available=lambda backend_id: self.registry.states[backend_id].available(self.registry.clock()),
+            is_loaded=self.registry.is_loaded,
             clock=self.registry.clock,
         )
         self.registry.add_listener(self._backend_changed)
-        self.state = ProxyState(config, self.registry, self.scheduler, request_log or RequestLog())
+        quiet = config.efficiency.quiet_hours
+        self.efficiency = EfficiencyPolicy(
+            config.efficiency.default_mode,
+            auto_inputs=default_auto_inputs((quiet[0], quiet[1]) if quiet else None),
+            battery_hysteresis_percent=config.efficiency.battery_hysteresis_percent,
+        )
+        self.estimates = Estimates()
+        self.planner = Planner(self.registry, self.scheduler, self.estimates, self.efficiency)
+        self.state = ProxyState(config, self.registry, self.scheduler, self.planner, self.estimates,
+                                request_log or RequestLog())
         self.app = create_proxy_app(self.state)
         self._runner: web.AppRunner | None = None
         self.addresses: list = []
 
     def _backend_changed(self, state: BackendState, previous: Health) -> None:
         self.scheduler.wake(state.id)
+
+    def set_mode(self, mode: str, reason: str = "user"):
+        """Run-time mode change (the D-Bus and management layers call this); applies to the next decision."""
+        return self.efficiency.set_mode(mode, reason)
+
+    def explain(self, description: dict) -> dict:
+        """The scheduler's decision for a described request, without side effects."""
+        return self.planner.explain(description)
 
     async def start(self, *, host: str | None = None, port: int | None = None, probe: bool = True) -> None:
         """Probe backends once, then listen (port 0 picks a free port; see `url`)."""

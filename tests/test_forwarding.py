@@ -120,7 +120,8 @@ async def test_routing_headers_out(sims, routers, http):
     async with http.post(router.url + CHAT, data=chat_body(stream=False), headers={"X-Request-ID": "req-42"}) as resp:
         assert resp.headers["X-Request-ID"] == "req-42"
         assert resp.headers["X-Backend-Used"] == "b"  # the model is already loaded there
-        assert resp.headers["X-Routing-Reason"] == "loaded-slot-free"
+        assert resp.headers["X-Routing-Reason"] == "mode-balanced:latency-energy"
+        assert float(resp.headers["X-Estimated-Latency-Ms"]) > 0 and float(resp.headers["X-Estimated-Power-W"]) > 0
         assert resp.headers["X-Alternatives"] == "a"
     async with http.post(router.url + CHAT, data=chat_body(stream=False),
                          headers={"X-Target-Backend": "a"}) as resp:

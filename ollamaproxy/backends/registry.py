@@ -162,6 +162,10 @@ class Registry:
             loaded[model] = LoadedModel(name=model)
             state.inventory = Inventory(models=state.inventory.models | {model}, loaded=loaded)
 
+    def is_loaded(self, backend_id: str, model: str) -> bool:
+        inventory = self.states[backend_id].inventory
+        return inventory is not None and model in inventory.loaded
+
     def set_enabled(self, backend_id: str, enabled: bool) -> None:
         state = self.states[backend_id]
         if state.enabled != enabled:

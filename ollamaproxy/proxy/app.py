@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
@@ -20,7 +20,9 @@ from ollamaproxy.proxy.errors import ApiError, error_response
 from ollamaproxy.proxy.forward import BeforeFirstByteError, ForwardResult, drain_then, open_upstream, relay
 from ollamaproxy.proxy.paths import BlockedEndpoints, normalise_path
 from ollamaproxy.requestlog import RequestLog
-from ollamaproxy.routing.candidates import select_candidates
+from ollamaproxy.routing.estimates import Estimates
+from ollamaproxy.routing.headers import RoutingHints, parse_routing_headers
+from ollamaproxy.routing.planner import Plan, Planner, expected_tokens
 from ollamaproxy.routing.scheduler import Grant, Scheduler
 
 # Inference endpoints: path -> API family whose shape requests and errors take.
@@ -35,7 +37,6 @@ INFERENCE_ROUTES = {
     "/v1/embeddings": "openai",
 }
 LISTING_ROUTES = ("/", "/api/version", "/api/tags", "/api/ps", "/v1/models")
-_REQUEST_ID_MAX = 128
 
 PROXY_STATE = web.AppKey("proxy_state", "ProxyState")
 
@@ -47,6 +48,8 @@ class ProxyState:
     config: Config
     registry: Registry
     scheduler: Scheduler
+    planner: Planner
+    estimates: Estimates
     request_log: RequestLog
     blocked: BlockedEndpoints = field(init=False)
 
@@ -58,13 +61,7 @@ class ProxyState:
 class _Parsed:
     model: str            # canonical, for routing
     body: bytes           # what goes to the backend
-
-
-def _request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-ID", "").strip()
-    if given and len(given) <= _REQUEST_ID_MAX and given.isprintable():
-        return given
-    return uuid.uuid4().hex
+    payload: dict         # the parsed body (read-only: never re-serialised)
 
 
 def parse_body(raw: bytes, path: str) -> _Parsed:
@@ -90,7 +87,7 @@ def parse_body(raw: bytes, path: str) -> _Parsed:
         key = "model" if "model" in payload else "name"
         payload[key] = trimmed
         raw = json.dumps(payload, ensure_ascii=False).encode()
-    return _Parsed(canonical_model(trimmed), raw)
+    return _Parsed(canonical_model(trimmed), raw, payload)
 
 
 class ProxyHandlers:
@@ -104,14 +101,22 @@ class ProxyHandlers:
         started = time.monotonic()
         path = request.path
         api = INFERENCE_ROUTES[path]
-        request_id = _request_id(request)
         record = {
-            "request_id": request_id, "client": request.remote, "method": request.method, "path": path,
-            "model": None, "backend": None, "status": None, "queued_ms": 0.0, "ttfb_ms": None,
-            "total_ms": None, "bytes": 0, "outcome": "ok",
+            "request_id": None, "client": request.remote, "method": request.method, "path": path,
+            "model": None, "backend": None, "mode": None, "priority": None, "status": None, "queued_ms": 0.0,
+            "ttfb_ms": None, "total_ms": None, "bytes": 0, "outcome": "ok",
         }
-        id_header = {"X-Request-ID": request_id}
+        id_header: dict[str, str] = {}
         try:
+            try:
+                hints = parse_routing_headers(request.headers)
+            except ApiError:
+                record["request_id"] = uuid.uuid4().hex
+                id_header["X-Request-ID"] = record["request_id"]
+                raise
+            record["request_id"] = hints.request_id
+            record["priority"] = hints.priority.name.lower().replace("_", "-")
+            id_header["X-Request-ID"] = hints.request_id
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
@@ -120,12 +125,10 @@ class ProxyHandlers:
                                "([server] max_body_bytes)") from None
             parsed = parse_body(raw, path)
             record["model"] = parsed.model
-            target = request.headers.get("X-Target-Backend")
-            if target is not None:
-                target = target.strip()
-                if not target:
-                    raise ApiError(400, "invalid_header", "X-Target-Backend: empty value; give a backend id")
-            result = await self._route(request, parsed, api, target, record, id_header)
+            if hints.client_id is None:
+                hints = replace(hints, client_id=request.remote or "")
+            tokens = expected_tokens(parsed.payload, hints.media_type, path)
+            result = await self._route(request, parsed, api, hints, tokens, record, id_header)
             record["status"] = result.status
             record["bytes"] = result.bytes_sent
             if result.first_byte_at is not None:
@@ -136,11 +139,7 @@ class ProxyHandlers:
             record["status"] = error.status
             record["outcome"] = error.code
             return error_response(path, error, id_header)
-        except asyncio.CancelledError:
-            record["outcome"] = "client_disconnected"
-            record["status"] = record["status"] or 499
-            raise
-        except ConnectionResetError:
+        except (asyncio.CancelledError, ConnectionResetError):
             record["outcome"] = "client_disconnected"
             record["status"] = record["status"] or 499
             raise
@@ -148,38 +147,33 @@ class ProxyHandlers:
             record["total_ms"] = round((time.monotonic() - started) * 1000, 2)
             state.request_log.log(record)
 
-    async def _route(self, request: web.Request, parsed: _Parsed, api: str, target: str | None,
+    async def _route(self, request: web.Request, parsed: _Parsed, api: str, hints: RoutingHints, tokens: int,
                      record: dict, id_header: dict[str, str]) -> ForwardResult:
         state = self.state
         registry = state.registry
         tried: dict[str, str] = {}
-        failover = False
         while True:
             try:
-                choice = select_candidates(parsed.model, api, registry.states.values(), target, registry.clock())
-                remaining = tuple(c for c in choice.candidates if c.backend_id not in tried)
+                plan = state.planner.plan(parsed.model, api, hints, tokens, frozenset(tried))
             except ApiError:
                 if not tried:
                     raise
-                remaining = ()
-            if not remaining:
                 raise ApiError(503, "all_backends_failed",
                                "every backend that serves the model failed before answering: "
                                + "; ".join(f"{k}: {v}" for k, v in tried.items()),
-                               headers={"Retry-After": "5"}, details={"attempts": tried})
-            grant = await state.scheduler.acquire(remaining)
+                               headers={"Retry-After": "5"}, details={"attempts": tried}) from None
+            record["mode"] = plan.mode.mode.value
+            grant = await state.scheduler.acquire(plan.ticket)
             record["queued_ms"] = round(record["queued_ms"] + grant.queued_seconds * 1000, 2)
             backend_id = grant.backend_id
             record["backend"] = backend_id
             try:
-                result = await self._forward_once(request, parsed, grant, choice.reason, remaining,
-                                                  failover, id_header)
+                result = await self._forward_once(request, parsed, grant, plan, bool(tried), id_header)
             except BeforeFirstByteError as error:
-                state.scheduler.release(backend_id)
+                state.scheduler.release(backend_id, grant.candidate.cost)
                 registry.report_failure(backend_id, error.outcome)
                 tried[backend_id] = error.outcome.reason
-                failover = True
-                if target is not None:
+                if hints.target_backend is not None:
                     raise ApiError(error.status or 502, "backend_failed",
                                    f"backend {backend_id} failed: {error.outcome.reason}",
                                    headers={"Retry-After": "5"} if error.status else None) from None
@@ -188,22 +182,28 @@ class ProxyHandlers:
                 registry.report_failure(backend_id, result.backend_failure)
             elif 200 <= result.status < 300:
                 registry.note_served(backend_id, parsed.model)
+                sample = result.sample()
+                if sample is not None:
+                    state.estimates.record(backend_id, parsed.model, *sample)
             return result
 
-    async def _forward_once(self, request: web.Request, parsed: _Parsed, grant: Grant, selection: str,
-                            candidates: tuple, failover: bool, id_header: dict[str, str]) -> ForwardResult:
+    async def _forward_once(self, request: web.Request, parsed: _Parsed, grant: Grant, plan: Plan,
+                            failover: bool, id_header: dict[str, str]) -> ForwardResult:
         """Forward on a reserved slot; the slot is released here on every path except a hand-off to drain."""
         state = self.state
         backend_id = grant.backend_id
+        cost = grant.candidate.cost
         backend = state.registry.states[backend_id].config
         session = state.registry.sessions[backend_id]
-        reason = "target-header" if selection == "target-header" else grant.reason
-        if failover:
-            reason = "failover-" + reason
+        reason = "failover-" + grant.reason if failover else grant.reason
         headers = dict(id_header)
         headers["X-Backend-Used"] = backend_id
         headers["X-Routing-Reason"] = reason
-        alternatives = [c.backend_id for c in candidates if c.backend_id != backend_id]
+        headers["X-Efficiency-Mode"] = plan.mode.mode.value
+        if grant.candidate.estimated_latency_ms is not None:
+            headers["X-Estimated-Latency-Ms"] = f"{grant.candidate.estimated_latency_ms:.0f}"
+            headers["X-Estimated-Power-W"] = f"{grant.candidate.estimated_power_w:.1f}"
+        alternatives = [c.backend_id for c in plan.ticket.ranked if c.backend_id != backend_id]
         if alternatives:
             headers["X-Alternatives"] = ",".join(alternatives)
         upstream = None
@@ -211,9 +211,10 @@ class ProxyHandlers:
         caller_releases = False
         completed = False
         try:
+            sent_at = time.monotonic()
             upstream = await open_upstream(session, request, backend, parsed.body,
                                            state.config.server.header_timeout_seconds)
-            result = await relay(request, upstream, headers, backend_id)
+            result = await relay(request, upstream, headers, backend_id, sent_at)
             completed = result.backend_failure is None
             return result
         except BeforeFirstByteError:
@@ -223,7 +224,7 @@ class ProxyHandlers:
             if upstream is not None and not backend.cancel_on_disconnect:
                 handed_off = True
                 asyncio.get_running_loop().create_task(
-                    drain_then(upstream, lambda: state.scheduler.release(backend_id)))
+                    drain_then(upstream, lambda: state.scheduler.release(backend_id, cost)))
             raise
         finally:
             if upstream is not None and not handed_off:
@@ -232,7 +233,7 @@ class ProxyHandlers:
                 else:
                     upstream.close()    # closing tells the backend to stop generating
             if not handed_off and not caller_releases:
-                state.scheduler.release(backend_id)
+                state.scheduler.release(backend_id, cost)
 
     # ---- listings and misc -------------------------------------------------------------
 

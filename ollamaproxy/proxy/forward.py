@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 
@@ -49,6 +50,29 @@ class ForwardResult:
     outcome: str = "ok"
     backend_failure: ProbeOutcome | None = None
     streamed: bool = False
+    sent_at: float = 0.0                 # when the request went to the backend
+    last_chunk_at: float | None = None
+    token_events: int = 0                # NDJSON lines / SSE events seen in a stream
+    reported: tuple[int, float] | None = None  # (tokens, decode seconds) from a non-stream body
+
+    def sample(self) -> tuple[float | None, int | None, float | None] | None:
+        """(ttft_s, tokens, decode_s) for the latency estimates, or None when nothing was measured.
+
+        Streams: TTFT is the wait for the first chunk; the rate counts events (one per token,
+        less the final summary) over the time between first and last chunk. Plain bodies: the
+        backend's own eval_count/eval_duration (Ollama) when present; TTFT is the rest.
+        """
+        if self.first_byte_at is None:
+            return None
+        if self.streamed:
+            ttft = self.first_byte_at - self.sent_at
+            tokens = self.token_events - 1
+            decode = (self.last_chunk_at or self.first_byte_at) - self.first_byte_at
+            return ttft, tokens, decode
+        if self.reported is not None:
+            tokens, decode = self.reported
+            return max(0.0, self.first_byte_at - self.sent_at - decode), tokens, decode
+        return None
 
 
 def upstream_headers(request: web.Request, backend: BackendConfig) -> CIMultiDict:
@@ -96,8 +120,22 @@ async def open_upstream(session: aiohttp.ClientSession, request: web.Request, ba
     return upstream
 
 
+def _reported_tokens(payload: bytes) -> tuple[int, float] | None:
+    """eval_count / eval_duration (ns) from an Ollama completion body, when it has them."""
+    if len(payload) > 1_000_000 or b'"eval_count"' not in payload:
+        return None
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    count, duration = body.get("eval_count"), body.get("eval_duration")
+    if isinstance(count, int) and isinstance(duration, int) and duration > 0:
+        return count, duration / 1e9
+    return None
+
+
 async def relay(request: web.Request, upstream: aiohttp.ClientResponse, extra_headers: dict[str, str],
-                backend_id: str) -> ForwardResult:
+                backend_id: str, sent_at: float) -> ForwardResult:
     """Copy the backend's response to the client: whole for plain bodies, chunk by chunk for streams."""
     content_type = upstream.headers.get("Content-Type", "")
     headers = _response_headers(upstream, extra_headers)
@@ -107,18 +145,27 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse, extra_he
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise BeforeFirstByteError(ProbeOutcome(Health.DOWN, f"body read failed: {type(error).__name__}")) from None
         response = web.Response(status=upstream.status, body=payload, headers=headers)
-        return ForwardResult(response, upstream.status, len(payload), time.monotonic())
+        return ForwardResult(response, upstream.status, len(payload), time.monotonic(), sent_at=sent_at,
+                             reported=_reported_tokens(payload) if upstream.status == 200 else None)
 
+    separator = b"\n"
     if content_type.startswith("text/event-stream"):
+        separator = b"\n\n"
         headers["X-Accel-Buffering"] = "no"
         headers.setdefault("Cache-Control", "no-cache")
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
-    result = ForwardResult(response, upstream.status, first_byte_at=time.monotonic(), streamed=True)
+    result = ForwardResult(response, upstream.status, streamed=True, sent_at=sent_at)
+    events = 0
+    sent = 0
     try:
         async for chunk in upstream.content.iter_any():
+            if result.first_byte_at is None:
+                result.first_byte_at = time.monotonic()
             await response.write(chunk)
-            result.bytes_sent += len(chunk)
+            sent += len(chunk)
+            events += chunk.count(separator)
+        result.last_chunk_at = time.monotonic()
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
             TimeoutError) as error:
         # The backend broke mid-stream: the status is already sent, so end the stream with an
@@ -127,6 +174,11 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse, extra_he
         result.outcome = "backend_failed_mid_stream"
         result.backend_failure = ProbeOutcome(Health.DOWN, f"stream broke: {reason}")
         await response.write(stream_error_line(request.path, f"backend {backend_id} failed mid-stream ({reason})"))
+    finally:
+        result.bytes_sent = sent
+        result.token_events = events
+    if result.first_byte_at is None:
+        result.first_byte_at = time.monotonic()
     await response.write_eof()
     return result
 

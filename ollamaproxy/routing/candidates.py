@@ -15,6 +15,10 @@ class Candidate:
     backend_id: str
     loaded: bool          # the model is resident there (per /api/ps or a recent request)
     order: int            # position in the config, the final tie-breaker
+    cost: int = 1         # slots one request for this model takes on this backend
+    reason: str = ""      # the scoring rule that placed it
+    estimated_latency_ms: float | None = None
+    estimated_power_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,14 @@ def _serves(state: BackendState, model: str, pinned: bool) -> bool:
         return model in inventory.models
     # Inventory not answered yet: trust the affinity patterns, else assume it might.
     return pinned or not state.config.models
+
+
+def slot_cost(state: BackendState, model: str) -> int:
+    """Slots one request for `model` occupies on this backend (`slot_cost` patterns; default 1)."""
+    for pattern, cost in state.config.slot_cost.items():
+        if matches_any(model, (pattern,)):
+            return min(cost, state.config.max_concurrent)
+    return 1
 
 
 def kinds_for_api(api: str) -> tuple[str, ...]:
@@ -70,7 +82,7 @@ def select_candidates(model: str, api: str, states: Iterable[BackendState], targ
             excluded[state.id] = state.describe(now)
             continue
         loaded = state.inventory is not None and model in state.inventory.loaded
-        candidates.append(Candidate(state.id, loaded, order))
+        candidates.append(Candidate(state.id, loaded, order, slot_cost(state, model)))
     if not candidates:
         raise ApiError(503, "no_backend_available",
                        f"model {model!r} is served by backends that are not available now: "
@@ -100,7 +112,7 @@ def _targeted(model: str, api: str, states: list[BackendState], target: str, pin
         raise ApiError(503, "backend_unavailable", f"backend {target!r} is not available: {state.describe(now)}",
                        headers={"Retry-After": "5"})
     loaded = state.inventory is not None and model in state.inventory.loaded
-    return CandidateSet(model, (Candidate(target, loaded, order),), "target-header")
+    return CandidateSet(model, (Candidate(target, loaded, order, slot_cost(state, model)),), "target-header")
 
 
 def _model_not_found(model: str, api: str, states: list[BackendState], kinds: tuple[str, ...],

@@ -1,0 +1,1 @@
+"""Policy: the effective efficiency mode (and, later, breakers) that constrain scheduling."""
