@@ -28,7 +28,7 @@ log = logging.getLogger("ollamaproxy.backends")
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding")
 
 
-@dataclass
+@dataclass(eq=False)
 class BackendState:
     """Live state of one backend. Mutated only by the Registry."""
 

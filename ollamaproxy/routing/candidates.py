@@ -10,7 +10,7 @@ from ollamaproxy.backends.registry import BackendState
 from ollamaproxy.proxy.errors import ApiError
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
     backend_id: str
     loaded: bool          # the model is resident there (per /api/ps or a recent request)
@@ -61,11 +61,11 @@ def select_candidates(model: str, api: str, states: Iterable[BackendState], targ
     if target is not None:
         return _targeted(model, api, all_states, target, pinned_ids, kinds, now)
 
-    pool = pinned_to if pinned_to else all_states
+    pool_ids = set(pinned_ids) if pinned_to else None
     excluded: dict[str, str] = {}
     serving: list[tuple[int, BackendState]] = []
     for order, state in enumerate(all_states):
-        if state not in pool:
+        if pool_ids is not None and state.id not in pool_ids:
             continue
         if state.config.kind not in kinds:
             excluded[state.id] = f"{state.config.kind} backend cannot answer the {api} API"
@@ -86,7 +86,7 @@ def select_candidates(model: str, api: str, states: Iterable[BackendState], targ
     if not candidates:
         raise ApiError(503, "no_backend_available",
                        f"model {model!r} is served by backends that are not available now: "
-                       + "; ".join(f"{k}: {v}" for k, v in excluded.items() if k in {s.id for _, s in serving}),
+                       + "; ".join(f"{k}: {v}" for k, v in excluded.items() if k in {st.id for _, st in serving}),
                        headers={"Retry-After": "5"}, details={"excluded": excluded})
     candidates.sort(key=lambda c: (not c.loaded, c.order))
     return CandidateSet(model, tuple(candidates), "model-served", excluded)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ollamaproxy.backends.models import canonical_model
 from ollamaproxy.backends.registry import Registry
@@ -86,11 +86,13 @@ class Planner:
                 f"no backend can serve {model!r} under mode {effective.mode.value} and the request's limits: "
                 + "; ".join(f"{backend}: {why}" for backend, why in ranking.excluded.items()),
                 headers={"Retry-After": "5"}, details={"mode": effective.mode.value, "excluded": excluded})
-        ranked = tuple(
-            replace(candidates[r.backend_id], reason="target-header" if targeted else r.reason,
-                    estimated_latency_ms=r.expected_latency_ms, estimated_power_w=r.expected_power_w)
-            for r in ranking.ranked)
-        ticket = Ticket(ranked, hints.priority, hints.client_id or "", model)
+        ranked = []
+        for r in ranking.ranked:
+            base = candidates[r.backend_id]
+            ranked.append(Candidate(base.backend_id, base.loaded, base.order, base.cost,
+                                    "target-header" if targeted else r.reason,
+                                    r.expected_latency_ms, r.expected_power_w))
+        ticket = Ticket(tuple(ranked), hints.priority, hints.client_id or "", model)
         return Plan(model, effective, ticket, excluded)
 
     def explain(self, description: dict) -> dict:

@@ -44,7 +44,7 @@ _FALLBACK_RULE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BackendView:
     """Snapshot of one candidate backend, built by the caller."""
 
@@ -63,7 +63,7 @@ class BackendView:
     order: int = 0            # config order, final tie-breaker
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestView:
     model: str
     expected_tokens: int = 256
@@ -74,7 +74,7 @@ class RequestView:
     target_backend: str | None = None   # already validated by the caller
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ranked:
     backend_id: str
     score: float              # lower is better
