@@ -87,6 +87,7 @@ class BackendConfig(_Section):
     tokens_per_second: Annotated[float, Field(gt=0)] = 20.0
     models: list[str] = Field(default_factory=list)
     slot_cost: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    devices: list[str] | None = None
     cancel_on_disconnect: bool = True
     api_key: str | None = Field(default=None, repr=False)
     enabled: bool = True
@@ -151,6 +152,32 @@ class EfficiencyConfig(_Section):
         return value
 
 
+class PowerConfig(_Section):
+    budget_watts: Annotated[float, Field(gt=0)] | None = None
+    resume_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.9
+
+
+class ThermalConfig(_Section):
+    pause_celsius: Annotated[float, Field(gt=0, le=150)] = 82.0
+    resume_celsius: Annotated[float, Field(gt=0, le=150)] = 75.0
+
+    @model_validator(mode="after")
+    def _resume_below_pause(self) -> "ThermalConfig":
+        if self.resume_celsius >= self.pause_celsius:
+            raise ValueError(f"thermal.resume_celsius ({self.resume_celsius:g}) must be below "
+                             f"thermal.pause_celsius ({self.pause_celsius:g}) so the breaker has hysteresis")
+        return self
+
+
+class TelemetryConfig(_Section):
+    enabled: bool = True
+    interval_seconds: Annotated[float, Field(gt=0)] = 1.0
+    read_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
+    stale_seconds: Annotated[float, Field(gt=0)] = 5.0
+    sysfs_root: str = "/sys"
+    nvidia_smi: str = "nvidia-smi"
+
+
 class SecurityConfig(_Section):
     blocked_endpoints: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKED_ENDPOINTS))
 
@@ -169,6 +196,9 @@ class Config(_Section):
     health: HealthConfig = Field(default_factory=HealthConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
+    power: PowerConfig = Field(default_factory=PowerConfig)
+    thermal: ThermalConfig = Field(default_factory=ThermalConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -13,12 +14,16 @@ from aiohttp import web
 from ollamaproxy.backends.registry import BackendState, Registry
 from ollamaproxy.backends.health import Health
 from ollamaproxy.config import Config, ConfigError, default_config, default_config_path, load_config, parse_host_port
-from ollamaproxy.policy.efficiency import EfficiencyPolicy, default_auto_inputs
+from ollamaproxy.control import Control
+from ollamaproxy.modes import AutoInputs
+from ollamaproxy.policy.efficiency import EfficiencyPolicy, PolicyEvent
+from ollamaproxy.power_source import PowerSource, PowerSourceState
 from ollamaproxy.proxy.app import ProxyState, create_proxy_app
 from ollamaproxy.requestlog import RequestLog
 from ollamaproxy.routing.estimates import Estimates
 from ollamaproxy.routing.planner import Planner
 from ollamaproxy.routing.scheduler import Scheduler
+from ollamaproxy.safety import Safety
 
 log = logging.getLogger("ollamaproxy.service")
 
@@ -26,9 +31,11 @@ log = logging.getLogger("ollamaproxy.service")
 class Router:
     """One running router: backend registry, scheduler and the client-facing HTTP listener."""
 
-    def __init__(self, config: Config, *, request_log: RequestLog | None = None):
+    def __init__(self, config: Config, *, request_log: RequestLog | None = None, telemetry_sources=None,
+                 initial_mode: str | None = None):
         self.config = config
         self.registry = Registry(config)
+        self.safety = Safety(config, clock=self.registry.clock)
         queue = config.queue
         self.scheduler = Scheduler(
             {b.id: b.max_concurrent for b in config.backends},
@@ -37,31 +44,116 @@ class Router:
             aging_seconds=queue.aging_seconds,
             fair_quantum_seconds=queue.fair_quantum_seconds,
             reorder_window=queue.reorder_window,
-            is_available=lambda backend_id: self.registry.states[backend_id].available(self.registry.clock()),
+            is_available=self._may_start,
             is_loaded=self.registry.is_loaded,
             clock=self.registry.clock,
         )
         self.registry.add_listener(self._backend_changed)
+        self.power_source = PowerSource()
         quiet = config.efficiency.quiet_hours
+        self._quiet_hours = (quiet[0], quiet[1]) if quiet else None
         self.efficiency = EfficiencyPolicy(
-            config.efficiency.default_mode,
-            auto_inputs=default_auto_inputs((quiet[0], quiet[1]) if quiet else None),
+            initial_mode or config.efficiency.default_mode,
+            auto_inputs=self._auto_inputs,
             battery_hysteresis_percent=config.efficiency.battery_hysteresis_percent,
         )
         self.estimates = Estimates()
-        self.planner = Planner(self.registry, self.scheduler, self.estimates, self.efficiency)
+        self.planner = Planner(self.registry, self.scheduler, self.estimates, self.efficiency, self.safety)
+        self.safety.add_listener(self._breaker_changed)
+        self.sampler = None
+        if config.telemetry.enabled:
+            from ollamaproxy.hardware.sampler import Sampler, default_sources
+
+            telemetry = config.telemetry
+            sources = telemetry_sources if telemetry_sources is not None else default_sources(
+                telemetry.sysfs_root, nvidia_smi=telemetry.nvidia_smi)
+            self.sampler = Sampler(sources, interval=telemetry.interval_seconds,
+                                   read_timeout=telemetry.read_timeout_seconds, clock=self.registry.clock,
+                                   on_snapshot=self._on_snapshot)
+        self._tasks: list[asyncio.Task] = []
         self.state = ProxyState(config, self.registry, self.scheduler, self.planner, self.estimates,
                                 request_log or RequestLog())
+        self.control = Control(self)
+        self.power_source.add_listener(self._power_source_changed)
+        self.efficiency.add_listener(self._policy_changed)
+        self.scheduler.on_change = self._load_changed
         self.app = create_proxy_app(self.state)
         self._runner: web.AppRunner | None = None
         self.addresses: list = []
+        self.on_user_mode_changed = None  # the service persists the user's choice through this
+
+    def _may_start(self, backend_id: str) -> bool:
+        """New work may start on a backend: it is healthy and no breaker holds it."""
+        return (self.registry.states[backend_id].available(self.registry.clock())
+                and self.safety.blocked(backend_id) is None)
+
+    def _auto_inputs(self) -> AutoInputs:
+        """What Auto resolves from: the power source, the thermal breakers, the local hour."""
+        power = self.power_source.current
+        hot = any(t.open for t in self.safety.board.thermal.values())
+        return AutoInputs(on_battery=power.on_battery, battery_percent=power.percent,
+                          thermal="hot" if hot else "normal", hour=time.localtime().tm_hour,
+                          quiet_hours=self._quiet_hours)
+
+    def _on_snapshot(self, snapshot) -> None:
+        self.safety.on_snapshot(snapshot)
+        battery = getattr(snapshot, "battery", None)
+        if battery is not None and battery.present:
+            self.power_source.update(PowerSourceState(battery.on_battery, battery.percent, battery.state,
+                                                      "unknown", battery.source))
+        self.control.publish("thermal", {})
+        self.control.publish("system", {})
+
+    def _load_changed(self, backend_id: str) -> None:
+        self.control.publish("routing", {})
+        if backend_id:
+            self.control.publish("backends", {"id": backend_id})
 
     def _backend_changed(self, state: BackendState, previous: Health) -> None:
         self.scheduler.wake(state.id)
+        self.control.publish("backends", {"id": state.id})
+        self.control.publish("efficiency", {})
+
+    def _breaker_changed(self, transition) -> None:
+        if not transition.opened:
+            self.scheduler.wake_all()  # held requests start now, in queue (priority) order
+        if transition.breaker == "thermal":
+            self.efficiency.refresh("thermal")
+        self.control.publish("breaker", {"transition": transition})
+        for topic in ("efficiency", "routing", "thermal", "system"):
+            self.control.publish(topic, {})
+        for backend_id, devices in self.safety.backend_devices.items():
+            if transition.subject in ("global", backend_id) or transition.subject in devices:
+                self.control.publish("backends", {"id": backend_id})
+
+    def _power_source_changed(self, old: PowerSourceState, new: PowerSourceState) -> None:
+        self.efficiency.refresh("power-source")
+        self.control.publish("system", {"old": old, "new": new})
+        self.control.publish("efficiency", {})
+
+    def _policy_changed(self, event: PolicyEvent) -> None:
+        if event.kind == "effective":
+            log.info(json.dumps({"event": "mode_changed", "from": event.old, "to": event.new, "reason": event.reason}))
+            self.control.publish("mode-changed", {"old": event.old, "new": event.new, "reason": event.reason})
+        self.control.publish("efficiency", {})
+
+    async def _refresh_time_of_day(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            self.efficiency.refresh("time-of-day")
+
+    async def _tick_safety(self) -> None:
+        interval = self.config.telemetry.interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            self.safety.tick()
 
     def set_mode(self, mode: str, reason: str = "user"):
         """Run-time mode change (the D-Bus and management layers call this); applies to the next decision."""
-        return self.efficiency.set_mode(mode, reason)
+        event = self.efficiency.set_mode(mode, reason)
+        if self.on_user_mode_changed is not None and event is not None:
+            self.on_user_mode_changed(self.efficiency.user_mode.value)
+        return event
 
     def explain(self, description: dict) -> dict:
         """The scheduler's decision for a described request, without side effects."""
@@ -73,6 +165,11 @@ class Router:
         host = listen_host if host is None else host
         port = listen_port if port is None else port
         await self.registry.start(probe=probe)
+        if self.sampler is not None:
+            await self.sampler.sample_once()
+            self._tasks.append(asyncio.create_task(self.sampler.run(), name="telemetry-sampler"))
+            self._tasks.append(asyncio.create_task(self._tick_safety(), name="stale-telemetry-watch"))
+        self._tasks.append(asyncio.create_task(self._refresh_time_of_day(), name="quiet-hours-clock"))
         try:
             self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
             await self._runner.setup()
@@ -92,6 +189,16 @@ class Router:
     async def stop(self) -> None:
         """Stop listening first, then close backend sessions; keeps going past individual failures."""
         errors = []
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as error:  # noqa: BLE001
+                errors.append(error)
+        self._tasks.clear()
         if self._runner is not None:
             try:
                 await self._runner.cleanup()

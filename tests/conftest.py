@@ -163,13 +163,15 @@ async def routers():
     """
     handles: list[RouterHandle] = []
 
-    async def make(backends: list[dict], probe: bool = True, **sections) -> RouterHandle:
+    async def make(backends: list[dict], probe: bool = True, telemetry_sources=None, **sections) -> RouterHandle:
         data = {"server": {"listen": "127.0.0.1:11434"}, "backends": backends}
+        if telemetry_sources is None:
+            data["telemetry"] = {"enabled": False}  # no host sensors in routing tests unless asked for
         for key, value in sections.items():
             data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.__setitem__(key, value)
         config = parse_config(data, "test")
         log = io.StringIO()
-        router = Router(config, request_log=RequestLog(stream=log))
+        router = Router(config, request_log=RequestLog(stream=log), telemetry_sources=telemetry_sources)
         await router.start(host="127.0.0.1", port=0, probe=probe)
         handle = RouterHandle(router, log)
         handles.append(handle)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from aiohttp import web
@@ -52,6 +53,8 @@ class ProxyState:
     estimates: Estimates
     request_log: RequestLog
     blocked: BlockedEndpoints = field(init=False)
+    total_requests: int = 0
+    decisions: deque = field(default_factory=lambda: deque(maxlen=200))
 
     def __post_init__(self) -> None:
         self.blocked = BlockedEndpoints(self.config.security.blocked_endpoints)
@@ -107,6 +110,7 @@ class ProxyHandlers:
             "ttfb_ms": None, "total_ms": None, "bytes": 0, "outcome": "ok",
         }
         id_header: dict[str, str] = {}
+        state.total_requests += 1
         try:
             try:
                 hints = parse_routing_headers(request.headers)
@@ -167,6 +171,11 @@ class ProxyHandlers:
             record["queued_ms"] = round(record["queued_ms"] + grant.queued_seconds * 1000, 2)
             backend_id = grant.backend_id
             record["backend"] = backend_id
+            state.decisions.append({
+                "time": time.time(), "request_id": hints.request_id, "model": parsed.model, "backend": backend_id,
+                "reason": grant.reason, "mode": plan.mode.mode.value, "priority": record["priority"],
+                "queued_ms": record["queued_ms"],
+            })
             try:
                 result = await self._forward_once(request, parsed, grant, plan, bool(tried), id_header)
             except BeforeFirstByteError as error:

@@ -15,6 +15,7 @@ from ollamaproxy.routing.headers import RoutingHints
 from ollamaproxy.routing.queue import parse_priority
 from ollamaproxy.routing.scheduler import Scheduler, Ticket
 from ollamaproxy.routing.scoring import BackendView, RequestView, rank_candidates
+from ollamaproxy.safety import Safety
 
 DEFAULT_EXPECTED_TOKENS = 256
 
@@ -42,11 +43,13 @@ def expected_tokens(payload: dict, media_type: str, path: str) -> int:
 class Planner:
     """Reads registry, scheduler, estimates and the effective mode (advisory reads) to rank candidates."""
 
-    def __init__(self, registry: Registry, scheduler: Scheduler, estimates: Estimates, efficiency: EfficiencyPolicy):
+    def __init__(self, registry: Registry, scheduler: Scheduler, estimates: Estimates, efficiency: EfficiencyPolicy,
+                 safety: Safety | None = None):
         self.registry = registry
         self.scheduler = scheduler
         self.estimates = estimates
         self.efficiency = efficiency
+        self.safety = safety
 
     def _view(self, candidate: Candidate, model: str) -> BackendView:
         state = self.registry.states[candidate.backend_id]
@@ -54,8 +57,15 @@ class Planner:
         ttft, ttft_source = self.estimates.ttft(config.id, model, config.latency_ms / 1000.0)
         tps, tps_source = self.estimates.tokens_per_second(config.id, model, config.tokens_per_second)
         source = "measured" if "measured" in (ttft_source, tps_source) else "config"
+        power, power_source, temperature = config.power_watts, "config", None
+        if self.safety is not None:
+            live_power, temperature = self.safety.backend_live(config.id)
+            if live_power is not None and live_power > power:
+                # Drawing more than its estimate already: expect at least that while it works.
+                power, power_source = live_power, "measured"
         return BackendView(
-            backend_id=config.id, hardware=config.hardware, power_watts=config.power_watts, power_source="config",
+            backend_id=config.id, hardware=config.hardware, power_watts=power, power_source=power_source,
+            temperature_c=temperature,
             ttft_s=ttft, tokens_per_second=tps, estimate_source=source,
             in_flight=self.scheduler.used[config.id], capacity=self.scheduler.capacity[config.id],
             queued=self.scheduler.queued_for(config.id), loaded=candidate.loaded, order=candidate.order,
@@ -67,6 +77,16 @@ class Planner:
         registry = self.registry
         choice = select_candidates(model, api, registry.states.values(), hints.target_backend, registry.clock())
         candidates = {c.backend_id: c for c in choice.candidates if c.backend_id not in skip}
+        excluded = dict(choice.excluded)
+        if self.safety is not None:
+            blocked = {bid: self.safety.blocked(bid) for bid in candidates}
+            if any(why is None for why in blocked.values()):
+                # Breakers hold new work off a backend while another can serve it...
+                for bid, why in blocked.items():
+                    if why is not None:
+                        excluded[bid] = f"{why[0].value}: {why[1]}"
+                        del candidates[bid]
+            # ...and when every candidate is held, the request waits in the queue until one closes.
         effective = self.efficiency.effective()
         targeted = choice.reason == "target-header"
         request = RequestView(model=model, expected_tokens=tokens, latency_critical=hints.latency_critical,
@@ -75,7 +95,6 @@ class Planner:
         # An explicit X-Target-Backend overrides the mode's preferences; header limits still hold.
         mode = Mode.PERFORMANCE if targeted else effective.mode
         ranking = rank_candidates(mode, request, [self._view(c, model) for c in candidates.values()])
-        excluded = dict(choice.excluded)
         excluded.update(ranking.excluded)
         if not ranking.ranked:
             if not candidates:

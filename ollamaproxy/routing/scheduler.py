@@ -78,6 +78,7 @@ class Scheduler:
         self.clock = clock
         self.queue = WaitQueue(aging_seconds=aging_seconds, fair_quantum_seconds=fair_quantum_seconds, clock=clock)
         self.total_granted = 0
+        self.on_change: Callable[[str], None] | None = None  # told the backend whose counts changed ("" = queue)
 
     # ---- read-only views -------------------------------------------------------------
 
@@ -122,6 +123,8 @@ class Scheduler:
         self.used[candidate.backend_id] += candidate.cost
         self.in_flight[candidate.backend_id] += 1
         self.total_granted += 1
+        if self.on_change is not None:
+            self.on_change(candidate.backend_id)
 
     def try_acquire(self, ticket: Ticket) -> tuple[Grant | None, Placement]:
         placement = self.place(ticket)
@@ -142,6 +145,8 @@ class Scheduler:
         future = asyncio.get_running_loop().create_future()
         entry = self.queue.push(QueueEntry(ticket.priority, ticket.client_id, frozenset(placement.waits_for),
                                            payload=(ticket, future), model=ticket.model))
+        if self.on_change is not None:
+            self.on_change("")
         granted: tuple[Candidate, str] | None = None
         try:
             async with asyncio.timeout(self.queue_timeout):
@@ -155,6 +160,8 @@ class Scheduler:
             if granted is None:
                 if entry.alive:
                     self.queue.remove(entry)
+                    if self.on_change is not None:
+                        self.on_change("")
                 elif future.done() and not future.cancelled():
                     # Granted, but the caller went away before it could use the slot: give it back.
                     candidate = future.result()[0]
@@ -168,6 +175,8 @@ class Scheduler:
             raise RuntimeError(f"release of backend {backend_id!r} without a reserved slot")
         self.used[backend_id] -= cost
         self.in_flight[backend_id] -= 1
+        if self.on_change is not None:
+            self.on_change(backend_id)
         self.wake(backend_id)
 
     def wake(self, backend_id: str) -> None:
