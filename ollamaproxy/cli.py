@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from ollamaproxy import __version__
+from ollamaproxy import __version__, eventloop
 from ollamaproxy.config import ConfigError, default_config_path, load_config
 from ollamaproxy.logsetup import setup_logging
 
@@ -24,7 +24,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _print_config_error(error)
         return EXIT_CONFIG
     try:
-        asyncio.run(serve(config, origin))
+        eventloop.run(serve(config, origin))
     except OSError as error:
         print(f"ollamaproxy: cannot listen on {config.server.listen}: {error.strerror or error}", file=sys.stderr)
         return 1
@@ -57,7 +57,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         print("ollamaproxy sim: --models needs at least one model name", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        asyncio.run(serve_sim(args.host, args.port, args.name, models, args.tokens_per_second, args.watts,
+        eventloop.run(serve_sim(args.host, args.port, args.name, models, args.tokens_per_second, args.watts,
                               kind=args.kind))
     except KeyboardInterrupt:
         pass
@@ -72,7 +72,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     try:
-        asyncio.run(run_demo(args.port, args.sim_base_port))
+        eventloop.run(run_demo(args.port, args.sim_base_port))
     except KeyboardInterrupt:
         pass
     except OSError as error:

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
 from typing import TextIO
 
+FLUSH_DELAY_SECONDS = 0.05
+
 
 class RequestLog:
-    """Writes one JSON object per finished request (fields chosen by the proxy, no bodies)."""
+    """Writes one JSON object per finished request (fields chosen by the proxy, no bodies).
+
+    Lines are flushed together at most FLUSH_DELAY_SECONDS after they are written (one write
+    for a burst instead of one per request); `flush()` at shutdown writes whatever is left.
+    """
 
     def __init__(self, stream: TextIO | None = None):
         self._stream = stream
+        self._flush_pending = False
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return self._stamp
 
     def log(self, record: dict) -> None:
-        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z", "event": "request"}
+        line = {"time": self._time(), "event": "request"}
         line.update(record)
         stream = self._stream or sys.stdout
         stream.write(json.dumps(line, separators=(",", ":")) + "\n")
-        stream.flush()
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            stream.flush()
+            return
+        self._flush_pending = True
+        loop.call_later(FLUSH_DELAY_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        (self._stream or sys.stdout).flush()

@@ -209,6 +209,7 @@ class Router:
             await self.registry.close()
         except Exception as error:  # noqa: BLE001
             errors.append(error)
+        self.state.request_log.flush()
         if errors:
             raise ExceptionGroup("errors while stopping the router", errors)
 

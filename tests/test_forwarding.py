@@ -312,3 +312,15 @@ async def test_request_log_line_has_fields_and_no_prompt(sims, routers, http):
             "total_ms", "bytes", "outcome"} <= set(line)
     assert line["backend"] == "a" and line["status"] == 200 and line["bytes"] > 0 and line["outcome"] == "ok"
     assert secret not in router.log_buffer.getvalue()
+
+
+async def test_silent_stream_is_ended_by_the_idle_watchdog(raw_backends, routers, http):
+    gate = asyncio.Event()  # never set: the backend goes silent after its first line
+    first = b'{"message":{"content":"a"},"done":false}\n'
+    url = await raw_backends(_gated_stream_app("application/x-ndjson", first, b"", gate))
+    router = await routers([backend_entry(url, "raw")], server={"stream_idle_timeout_seconds": 0.2})
+    async with http.post(router.url + CHAT, data=chat_body()) as resp:
+        body = await asyncio.wait_for(resp.read(), timeout=10)
+    lines = body.splitlines()
+    assert lines[0] == first.strip() and "silent for 0.2s" in json.loads(lines[-1])["error"]
+    assert router.registry.states["raw"].health.value == "down"

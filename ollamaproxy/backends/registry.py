@@ -80,11 +80,9 @@ class Registry:
     async def start(self, *, probe: bool = True) -> None:
         server = self.config.server
         for state in self.states.values():
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=server.connect_timeout_seconds,
-                sock_read=server.stream_idle_timeout_seconds,
-            )
+            # No sock_read timer: aiohttp would re-arm it on every chunk. Streams are watched for
+            # silence by one watchdog each (proxy/forward.py), headers by header_timeout_seconds.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=server.connect_timeout_seconds, sock_read=None)
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=75, enable_cleanup_closed=False)
             self.sessions[state.id] = aiohttp.ClientSession(
                 connector=connector,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -22,7 +21,7 @@ from ollamaproxy.proxy.forward import BeforeFirstByteError, ForwardResult, drain
 from ollamaproxy.proxy.paths import BlockedEndpoints, normalise_path
 from ollamaproxy.requestlog import RequestLog
 from ollamaproxy.routing.estimates import Estimates
-from ollamaproxy.routing.headers import RoutingHints, parse_routing_headers
+from ollamaproxy.routing.headers import RoutingHints, new_request_id, parse_routing_headers
 from ollamaproxy.routing.planner import Plan, Planner, expected_tokens
 from ollamaproxy.routing.scheduler import Grant, Scheduler
 
@@ -115,7 +114,7 @@ class ProxyHandlers:
             try:
                 hints = parse_routing_headers(request.headers)
             except ApiError:
-                record["request_id"] = uuid.uuid4().hex
+                record["request_id"] = new_request_id()
                 id_header["X-Request-ID"] = record["request_id"]
                 raise
             record["request_id"] = hints.request_id
@@ -223,7 +222,8 @@ class ProxyHandlers:
             sent_at = time.monotonic()
             upstream = await open_upstream(session, request, backend, parsed.body,
                                            state.config.server.header_timeout_seconds)
-            result = await relay(request, upstream, headers, backend_id, sent_at)
+            result = await relay(request, upstream, headers, backend_id, sent_at,
+                                 state.config.server.stream_idle_timeout_seconds)
             completed = result.backend_failure is None
             return result
         except BeforeFirstByteError:

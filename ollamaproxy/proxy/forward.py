@@ -134,8 +134,32 @@ def _reported_tokens(payload: bytes) -> tuple[int, float] | None:
     return None
 
 
+class _IdleWatchdog:
+    """Closes an upstream stream that stays silent for `idle_seconds` (one timer per stream, not per chunk)."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse, idle_seconds: float):
+        self.upstream = upstream
+        self.idle_seconds = idle_seconds
+        self.progress = 0          # bumped by the relay loop; the watchdog compares it between checks
+        self.fired = False
+        self._seen = -1
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(idle_seconds, self._check)
+
+    def _check(self) -> None:
+        if self.progress == self._seen:
+            self.fired = True
+            self.upstream.close()  # the relay loop's read then fails and reports the timeout
+            return
+        self._seen = self.progress
+        self._handle = self._loop.call_later(self.idle_seconds, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 async def relay(request: web.Request, upstream: aiohttp.ClientResponse, extra_headers: dict[str, str],
-                backend_id: str, sent_at: float) -> ForwardResult:
+                backend_id: str, sent_at: float, idle_seconds: float = 600.0) -> ForwardResult:
     """Copy the backend's response to the client: whole for plain bodies, chunk by chunk for streams."""
     content_type = upstream.headers.get("Content-Type", "")
     headers = _response_headers(upstream, extra_headers)
@@ -158,23 +182,30 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse, extra_he
     result = ForwardResult(response, upstream.status, streamed=True, sent_at=sent_at)
     events = 0
     sent = 0
+    watchdog = _IdleWatchdog(upstream, idle_seconds)
     try:
         async for chunk in upstream.content.iter_any():
             if result.first_byte_at is None:
                 result.first_byte_at = time.monotonic()
+            watchdog.progress += 1
             await response.write(chunk)
             sent += len(chunk)
             events += chunk.count(separator)
+        if watchdog.fired:
+            raise TimeoutError
         result.last_chunk_at = time.monotonic()
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-            TimeoutError) as error:
+    except ConnectionResetError:
+        raise  # the client went away (writing to it failed): not the backend's fault
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
         # The backend broke mid-stream: the status is already sent, so end the stream with an
         # in-band error line the client libraries understand instead of a silent truncation.
-        reason = "timed out between chunks" if isinstance(error, TimeoutError) else type(error).__name__
+        reason = (f"silent for {idle_seconds:g}s" if watchdog.fired or isinstance(error, TimeoutError)
+                  else type(error).__name__)
         result.outcome = "backend_failed_mid_stream"
         result.backend_failure = ProbeOutcome(Health.DOWN, f"stream broke: {reason}")
         await response.write(stream_error_line(request.path, f"backend {backend_id} failed mid-stream ({reason})"))
     finally:
+        watchdog.cancel()
         result.bytes_sent = sent
         result.token_events = events
     if result.first_byte_at is None:
