@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 BACKEND_KINDS = ("ollama", "openai")
 HARDWARE_KINDS = ("npu", "igpu", "nvidia", "cpu")
@@ -23,6 +23,7 @@ DEFAULT_BLOCKED_ENDPOINTS = (
     "/api/create",
     "/api/blobs/*",
 )
+_SECRET_KEYS = ("admin_key", "api_key")
 _BACKEND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -180,6 +181,14 @@ class TelemetryConfig(_Section):
 
 class SecurityConfig(_Section):
     blocked_endpoints: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKED_ENDPOINTS))
+    admin_key: SecretStr | None = None   # unset: admin endpoints blocked for everyone (fail closed)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("admin_key must be at least 16 characters (or leave it unset to keep admin endpoints off)")
+        return value
 
     @field_validator("blocked_endpoints")
     @classmethod
@@ -263,7 +272,8 @@ def format_validation_error(error: ValidationError, data: dict[str, Any] | None 
         if kind == "missing":
             lines.append(f"{key}: required key is missing")
         elif key:
-            lines.append(f"{key} = {item.get('input')!r}: {message}")
+            secret = str(loc[-1]) in _SECRET_KEYS
+            lines.append(f"{key} = {'<hidden>' if secret else repr(item.get('input'))}: {message}")
         else:
             lines.append(message)
     return lines

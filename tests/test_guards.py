@@ -134,3 +134,39 @@ async def test_listings_skip_unhealthy_backends(sims, routers, http):
     router = await routers([backend_entry(good), backend_entry(bad)])
     async with http.get(router.url + "/api/tags") as resp:
         assert [m["name"] for m in (await resp.json())["models"]] == ["a:1b"]
+
+
+ADMIN_KEY = "correct-horse-battery-staple"
+
+
+async def test_admin_pass_through_needs_the_configured_key(sims, routers, http):
+    sim = await sims("ollama0", ["llama3.2:1b"])
+    router = await routers([backend_entry(sim)], security={"admin_key": ADMIN_KEY})
+    pull = json.dumps({"model": "llama3.2:1b"})
+    async with http.post(router.url + "/api/pull", data=pull) as resp:
+        assert resp.status == 403
+    async with http.post(router.url + "//API/pull", data=pull,
+                         headers={"X-Admin-Key": "wrong-key-wrong-key", "X-Target-Backend": "ollama0"}) as resp:
+        assert resp.status == 403 and "does not match" in (await resp.json())["error"]
+    async with http.post(router.url + "/api/pull", data=pull,
+                         headers={"X-Admin-Key": ADMIN_KEY}) as resp:
+        assert resp.status == 400 and "X-Target-Backend" in (await resp.json())["error"]
+    async with http.post(router.url + "/api/%70ull", data=pull,
+                         headers={"X-Admin-Key": ADMIN_KEY, "X-Target-Backend": "ollama0"}) as resp:
+        # Reached the backend (the simulator has no /api/pull and says so itself).
+        assert resp.headers.get("X-Sim-Backend") == "ollama0" and resp.headers["X-Backend-Used"] == "ollama0"
+    assert ADMIN_KEY not in router.log_buffer.getvalue()
+
+
+async def test_without_a_configured_key_admin_stays_blocked_for_everyone(router, http):
+    async with http.post(router.url + "/api/pull", data=b"{}",
+                         headers={"X-Admin-Key": ADMIN_KEY, "X-Target-Backend": "gpu"}) as resp:
+        assert resp.status == 403
+
+
+def test_admin_key_never_echoed_by_config_errors():
+    from ollamaproxy.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"backends": [{"id": "a", "url": "http://x:1"}], "security": {"admin_key": "short-secret"}})
+    assert "short-secret" not in str(caught.value) and "at least 16" in str(caught.value)

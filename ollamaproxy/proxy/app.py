@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+import aiohttp
 from aiohttp import web
 
 from ollamaproxy import __version__
@@ -17,7 +19,14 @@ from ollamaproxy.backends.registry import Registry
 from ollamaproxy.config import Config
 from ollamaproxy.proxy import aggregate
 from ollamaproxy.proxy.errors import ApiError, error_response
-from ollamaproxy.proxy.forward import BeforeFirstByteError, ForwardResult, drain_then, open_upstream, relay
+from ollamaproxy.proxy.forward import (
+    BeforeFirstByteError,
+    ForwardResult,
+    drain_then,
+    open_upstream,
+    relay,
+    upstream_headers,
+)
 from ollamaproxy.proxy.paths import BlockedEndpoints, normalise_path
 from ollamaproxy.requestlog import RequestLog
 from ollamaproxy.routing.estimates import Estimates
@@ -39,6 +48,7 @@ INFERENCE_ROUTES = {
 LISTING_ROUTES = ("/", "/api/version", "/api/tags", "/api/ps", "/v1/models")
 
 PROXY_STATE = web.AppKey("proxy_state", "ProxyState")
+ADMIN_KEY_HEADER = "X-Admin-Key"
 
 
 @dataclass
@@ -244,6 +254,35 @@ class ProxyHandlers:
             if not handed_off and not caller_releases:
                 state.scheduler.release(backend_id, cost)
 
+    async def _admin_pass_through(self, request: web.Request, path: str) -> web.StreamResponse:
+        """An admin request with the right key: forwarded as is to the backend named by X-Target-Backend."""
+        state = self.state
+        target = (request.headers.get("X-Target-Backend") or "").strip()
+        if target not in state.registry.states or state.registry.states[target].config.kind != "ollama":
+            ollama_ids = [s.id for s in state.registry.states.values() if s.config.kind == "ollama"]
+            return error_response(path, ApiError(
+                400, "invalid_header", f"X-Target-Backend: admin requests must name an Ollama backend "
+                f"({', '.join(ollama_ids)}); got {target!r}"))
+        backend = state.registry.states[target].config
+        query = request.rel_url.raw_query_string
+        body = await request.read()
+        session = state.registry.sessions[target]
+        try:
+            upstream = await session.request(request.method, backend.url + path + (f"?{query}" if query else ""),
+                                             data=body, headers=upstream_headers(request, backend))
+        except (OSError, aiohttp.ClientError) as error:
+            return error_response(path, ApiError(502, "backend_failed", f"backend {target} failed: {error}"))
+        try:
+            result = await relay(request, upstream, {"X-Backend-Used": target}, target, time.monotonic(),
+                                 state.config.server.stream_idle_timeout_seconds)
+        except BeforeFirstByteError as error:
+            return error_response(path, ApiError(502, "backend_failed", f"backend {target} failed: {error}"))
+        finally:
+            upstream.close()
+        state.request_log.log({"request_id": new_request_id(), "client": request.remote, "method": request.method,
+                               "path": path, "backend": target, "status": result.status, "outcome": "admin"})
+        return result.response
+
     # ---- listings and misc -------------------------------------------------------------
 
     async def root(self, request: web.Request) -> web.Response:
@@ -269,9 +308,16 @@ class ProxyHandlers:
         normalised = normalise_path(request.raw_path)
         pattern = self.state.blocked.match(normalised)
         if pattern is not None:
+            admin_key = self.state.config.security.admin_key
+            given = request.headers.get(ADMIN_KEY_HEADER)
+            if admin_key is not None and given is not None and hmac.compare_digest(
+                    given.encode(), admin_key.get_secret_value().encode()):
+                return await self._admin_pass_through(request, normalised)
+            hint = (" (the admin key given does not match)" if admin_key is not None and given is not None
+                    else "")
             error = ApiError(403, "endpoint_blocked",
                              f"{normalised} is an administrative endpoint and is blocked by the proxy "
-                             f"(matches {pattern!r} in [security] blocked_endpoints)")
+                             f"(matches {pattern!r} in [security] blocked_endpoints){hint}")
             return error_response(normalised, error)
         if normalised in INFERENCE_ROUTES:
             error = ApiError(405, "method_not_allowed", f"{request.method} {normalised}: use POST")
