@@ -179,6 +179,10 @@ class TelemetryConfig(_Section):
     nvidia_smi: str = "nvidia-smi"
 
 
+class DesktopConfig(_Section):
+    notifications: bool = True
+
+
 class SecurityConfig(_Section):
     blocked_endpoints: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKED_ENDPOINTS))
     admin_key: SecretStr | None = None   # unset: admin endpoints blocked for everyone (fail closed)
@@ -208,6 +212,7 @@ class Config(_Section):
     power: PowerConfig = Field(default_factory=PowerConfig)
     thermal: ThermalConfig = Field(default_factory=ThermalConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    desktop: DesktopConfig = Field(default_factory=DesktopConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from ollamaproxy.routing.estimates import Estimates
 from ollamaproxy.routing.planner import Planner
 from ollamaproxy.routing.scheduler import Scheduler
 from ollamaproxy.safety import Safety
+from ollamaproxy.statefile import StateFile
 
 log = logging.getLogger("ollamaproxy.service")
 
@@ -224,24 +226,46 @@ def resolve_config(path: str | None) -> tuple[Config, str]:
     return default_config(), f"no config file at {default_path}: using defaults"
 
 
-async def serve(config: Config, origin: str) -> None:
-    router = Router(config)
+async def serve(config: Config, origin: str, *, state_file: StateFile | None = None) -> None:
+    """Run the router (and its D-Bus face when a session bus exists) until SIGINT/SIGTERM."""
     backends = ", ".join(f"{b.id}={b.url}" for b in config.backends)
     log.info(json.dumps({"event": "starting", "config": origin, "listen": config.server.listen,
                          "backends": backends}))
+    state_file = state_file or StateFile()
+    saved_mode = state_file.load_mode()
+    router = Router(config, initial_mode=saved_mode)
+    router.on_user_mode_changed = state_file.save_mode
+    if saved_mode:
+        log.info(json.dumps({"event": "mode_restored", "mode": saved_mode}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    desktop = None
     try:
         await router.start()
         log.info(json.dumps({"event": "listening", "url": router.url}))
+        desktop = await _start_desktop(router)
         await stop.wait()
         log.info(json.dumps({"event": "stopping"}))
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if desktop is not None:
+            await desktop.stop()
         await router.stop()
+
+
+async def _start_desktop(router: Router):
+    """Join the session bus (D-Bus service, UPower, notifications); without a session bus, say so and go on."""
+    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and not os.path.exists(
+            f"/run/user/{os.getuid()}/bus"):
+        log.warning(json.dumps({"event": "dbus_unavailable",
+                                "reason": "no session bus (DBUS_SESSION_BUS_ADDRESS unset): D-Bus interface off"}))
+        return None
+    from ollamaproxy.desktop.service import start_desktop
+
+    return await start_desktop(router, notifications=router.config.desktop.notifications)
 
 
 __all__ = ["Router", "resolve_config", "serve", "ConfigError"]
