@@ -54,15 +54,19 @@ def test_unknown_model_lists_available():
     with pytest.raises(ApiError) as caught:
         select_candidates("zz:latest", "ollama", states, None, 0.0)
     assert caught.value.status == 404 and caught.value.code == "model_not_found"
-    assert caught.value.details["available_models"] == ["m:latest", "n:1b"]
+    assert caught.value.details["available_models"] == ["gpt:latest", "m:latest", "n:1b"]
 
 
-def test_openai_backend_serves_only_v1():
-    states = [backend("o", ["gpt:latest"], kind="openai")]
-    assert ids(select_candidates("gpt:latest", "openai", states, None, 0.0)) == ["o"]
-    with pytest.raises(ApiError) as caught:
-        select_candidates("gpt:latest", "ollama", states, None, 0.0)
-    assert caught.value.status == 404 and "only speak the OpenAI API" in caught.value.message
+def test_other_api_backends_serve_through_translation():
+    states = [backend("o", ["gpt:latest"], kind="openai"), backend("old", ["gpt:latest"])]
+    states[1].speaks_openai = False  # an older Ollama without /v1/*
+    native = select_candidates("gpt:latest", "openai", states, None, 0.0, "/v1/chat/completions")
+    assert [(c.backend_id, c.translate) for c in native.candidates] == [("o", False), ("old", True)]
+    via_ollama = select_candidates("gpt:latest", "ollama", states, None, 0.0, "/api/chat")
+    assert [(c.backend_id, c.translate) for c in via_ollama.candidates] == [("old", False), ("o", True)]
+    with pytest.raises(ApiError) as caught:  # /api/show has no OpenAI counterpart
+        select_candidates("gpt:latest", "ollama", states[:1], None, 0.0, "/api/show")
+    assert caught.value.status == 404 and "cannot answer /api/show" in caught.value.message
 
 
 def test_inventory_unknown_falls_back_to_affinity_patterns():
@@ -96,5 +100,5 @@ def test_target_header_unknown_or_wrong_kind_is_400():
         select_candidates("m:latest", "ollama", states, "nope", 0.0)
     assert caught.value.status == 400 and "X-Target-Backend" in caught.value.message and "a, o" in caught.value.message
     with pytest.raises(ApiError) as caught:
-        select_candidates("m:latest", "ollama", states, "o", 0.0)
-    assert caught.value.status == 400
+        select_candidates("m:latest", "ollama", states, "o", 0.0, "/api/show")
+    assert caught.value.status == 400 and "cannot answer /api/show" in caught.value.message

@@ -40,6 +40,7 @@ class BackendState:
     inventory: Inventory | None = None  # None until the backend has answered a listing
     inventory_at: float = 0.0
     version: str | None = None
+    speaks_openai: bool | None = None  # Ollama backends: serves /v1/* itself (None until checked)
     enabled: bool = True
     changed_at: float = field(default_factory=time.monotonic)
 
@@ -211,6 +212,10 @@ class Registry:
                 ps = await self._get_ok(state, "/api/ps")
                 loaded = parse_ollama_ps(ps)
                 inventory = Inventory(models=parse_ollama_tags(tags) | frozenset(loaded), loaded=loaded)
+                if state.speaks_openai is None:
+                    # Older Ollama has no /v1/*: OpenAI clients then reach it through translation.
+                    status, _headers, _payload = await self._get(state, "/v1/models")
+                    state.speaks_openai = status != 404
             else:
                 inventory = Inventory(models=parse_openai_models(await self._get_ok(state, "/v1/models")))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as error:

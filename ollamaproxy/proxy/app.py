@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from ollamaproxy.proxy.forward import (
     upstream_headers,
 )
 from ollamaproxy.proxy.paths import BlockedEndpoints, normalise_path
+from ollamaproxy.proxy.translated import forward_translated
 from ollamaproxy.requestlog import RequestLog
 from ollamaproxy.routing.estimates import Estimates
 from ollamaproxy.routing.headers import RoutingHints, new_request_id, parse_routing_headers
@@ -48,6 +50,7 @@ INFERENCE_ROUTES = {
 LISTING_ROUTES = ("/", "/api/version", "/api/tags", "/api/ps", "/v1/models")
 
 PROXY_STATE = web.AppKey("proxy_state", "ProxyState")
+log = logging.getLogger("ollamaproxy.proxy")
 ADMIN_KEY_HEADER = "X-Admin-Key"
 
 
@@ -156,6 +159,13 @@ class ProxyHandlers:
             record["outcome"] = "client_disconnected"
             record["status"] = record["status"] or 499
             raise
+        except Exception:  # a bug: answer in the API's shape and keep the traceback in the log
+            log.exception(json.dumps({"event": "internal_error", "request_id": record["request_id"]}))
+            record["status"] = 500
+            record["outcome"] = "internal_error"
+            return error_response(path, ApiError(500, "internal_error",
+                                                 f"internal error in the proxy (request {record['request_id']})"),
+                                  id_header)
         finally:
             record["total_ms"] = round((time.monotonic() - started) * 1000, 2)
             state.request_log.log(record)
@@ -167,7 +177,7 @@ class ProxyHandlers:
         tried: dict[str, str] = {}
         while True:
             try:
-                plan = state.planner.plan(parsed.model, api, hints, tokens, frozenset(tried))
+                plan = state.planner.plan(parsed.model, api, hints, tokens, frozenset(tried), request.path)
             except ApiError:
                 if not tried:
                     raise
@@ -185,8 +195,9 @@ class ProxyHandlers:
                 "reason": grant.reason, "mode": plan.mode.mode.value, "priority": record["priority"],
                 "queued_ms": record["queued_ms"],
             })
+            forward = self._forward_translated if grant.candidate.translate else self._forward_once
             try:
-                result = await self._forward_once(request, parsed, grant, plan, bool(tried), id_header)
+                result = await forward(request, parsed, grant, plan, bool(tried), id_header)
             except BeforeFirstByteError as error:
                 state.scheduler.release(backend_id, grant.candidate.cost)
                 registry.report_failure(backend_id, error.outcome)
@@ -253,6 +264,36 @@ class ProxyHandlers:
                     upstream.close()    # closing tells the backend to stop generating
             if not handed_off and not caller_releases:
                 state.scheduler.release(backend_id, cost)
+
+    async def _forward_translated(self, request: web.Request, parsed: _Parsed, grant: Grant, plan: Plan,
+                                  failover: bool, id_header: dict[str, str]) -> ForwardResult:
+        """Like _forward_once, for a backend that speaks the other API: translate there and back."""
+        state = self.state
+        backend_id = grant.backend_id
+        backend = state.registry.states[backend_id].config
+        reason = ("failover-" if failover else "") + grant.reason + "+translated"
+        headers = dict(id_header)
+        headers.update({"X-Backend-Used": backend_id, "X-Routing-Reason": reason,
+                        "X-Efficiency-Mode": plan.mode.mode.value})
+        if grant.candidate.estimated_latency_ms is not None:
+            headers["X-Estimated-Latency-Ms"] = f"{grant.candidate.estimated_latency_ms:.0f}"
+            headers["X-Estimated-Power-W"] = f"{grant.candidate.estimated_power_w:.1f}"
+        alternatives = [c.backend_id for c in plan.ticket.ranked if c.backend_id != backend_id]
+        if alternatives:
+            headers["X-Alternatives"] = ",".join(alternatives)
+        caller_releases = False
+        try:
+            return await forward_translated(
+                request, parsed.payload, str(parsed.payload.get("model") or parsed.model), backend,
+                state.registry.sessions[backend_id], headers,
+                header_timeout=state.config.server.header_timeout_seconds,
+                idle_seconds=state.config.server.stream_idle_timeout_seconds, request_id=id_header["X-Request-ID"])
+        except BeforeFirstByteError:
+            caller_releases = True
+            raise
+        finally:
+            if not caller_releases:
+                state.scheduler.release(backend_id, grant.candidate.cost)
 
     async def _admin_pass_through(self, request: web.Request, path: str) -> web.StreamResponse:
         """An admin request with the right key: forwarded as is to the backend named by X-Target-Backend."""

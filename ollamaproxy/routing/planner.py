@@ -72,10 +72,11 @@ class Planner:
         )
 
     def plan(self, model: str, api: str, hints: RoutingHints, tokens: int,
-             skip: frozenset[str] = frozenset()) -> Plan:
+             skip: frozenset[str] = frozenset(), path: str = "") -> Plan:
         """Rank the backends that may serve this request now; raises ApiError when none may."""
         registry = self.registry
-        choice = select_candidates(model, api, registry.states.values(), hints.target_backend, registry.clock())
+        choice = select_candidates(model, api, registry.states.values(), hints.target_backend, registry.clock(),
+                                   path)
         candidates = {c.backend_id: c for c in choice.candidates if c.backend_id not in skip}
         excluded = dict(choice.excluded)
         if self.safety is not None:
@@ -108,9 +109,10 @@ class Planner:
         ranked = []
         for r in ranking.ranked:
             base = candidates[r.backend_id]
-            ranked.append(Candidate(base.backend_id, base.loaded, base.order, base.cost,
-                                    "target-header" if targeted else r.reason,
-                                    r.expected_latency_ms, r.expected_power_w))
+            ranked.append(Candidate(base.backend_id, base.loaded, base.order, base.cost, base.translate,
+                                    reason="target-header" if targeted else r.reason,
+                                    estimated_latency_ms=r.expected_latency_ms,
+                                    estimated_power_w=r.expected_power_w))
         ticket = Ticket(tuple(ranked), hints.priority, hints.client_id or "", model)
         return Plan(model, effective, ticket, excluded)
 
