@@ -1052,11 +1052,12 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 
 def create_sim_app(name: str, models: list[str], *, tokens_per_second: float = 50.0, watts: float = 10.0,
                    loaded: list[str] | None = None, kind: str = "ollama", version: str = "0.6.2",
-                   default_tokens: int = 32) -> web.Application:
+                   default_tokens: int = 32, openai_endpoints: bool = True) -> web.Application:
     """Build the aiohttp app of one simulated backend.
 
     kind="ollama" serves Ollama's /api/* and its OpenAI-compatible /v1/*; kind="openai" serves only
-    /v1/*, GET / and GET /health (like llama.cpp's server). app[SIM_BEHAVIOUR] / app[SIM_STATS] hold
+    /v1/*, GET / and GET /health (like llama.cpp's server). openai_endpoints=False drops /v1/* from an
+    Ollama sim, like Ollama releases before its OpenAI compatibility layer. app[SIM_BEHAVIOUR] / app[SIM_STATS] hold
     the knobs and counters; /_sim/behaviour and /_sim/stats expose them over HTTP.
     """
     state = SimState(name, list(models), tokens_per_second=tokens_per_second, watts=watts, loaded=loaded,
@@ -1099,11 +1100,12 @@ def create_sim_app(name: str, models: list[str], *, tokens_per_second: float = 5
         r.add_get("/api/version", h.api_version)
     else:
         r.add_get("/health", h.health)
-    r.add_post("/v1/chat/completions", h.inference("openai", h.v1_chat))
-    r.add_post("/v1/completions", h.inference("openai", h.v1_completions))
-    r.add_post("/v1/embeddings", h.inference("openai", h.v1_embeddings))
-    r.add_get("/v1/models", h.v1_models)
-    r.add_get("/v1/models/{model:.+}", h.v1_model)
+    if openai_endpoints or kind == "openai":
+        r.add_post("/v1/chat/completions", h.inference("openai", h.v1_chat))
+        r.add_post("/v1/completions", h.inference("openai", h.v1_completions))
+        r.add_post("/v1/embeddings", h.inference("openai", h.v1_embeddings))
+        r.add_get("/v1/models", h.v1_models)
+        r.add_get("/v1/models/{model:.+}", h.v1_model)
     r.add_get("/_sim/behaviour", h.sim_get_behaviour)
     r.add_post("/_sim/behaviour", h.sim_set_behaviour)
     r.add_get("/_sim/stats", h.sim_stats)

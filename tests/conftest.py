@@ -204,3 +204,14 @@ def llamacpp_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def llamacpp_embedding_server():
+    """A second real llama.cpp server in embedding mode (llama.cpp serves embeddings or completions)."""
+    server = LlamaCppServer(model_path(), alias=DEFAULT_ALIAS, embedding=True)
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -141,6 +141,13 @@ class ProxyHandlers:
                                "([server] max_body_bytes)") from None
             parsed = parse_body(raw, path)
             record["model"] = parsed.model
+            if path == "/api/show":
+                owner = aggregate.openai_only_backend(state.registry, parsed.model)
+                if owner is not None:
+                    record.update(backend=owner, status=200, outcome="answered-locally")
+                    return web.json_response(aggregate.openai_model_show(parsed.model, owner),
+                                             headers={**id_header, "X-Backend-Used": owner,
+                                                      "X-Routing-Reason": "show-from-inventory"})
             if hints.client_id is None:
                 hints = replace(hints, client_id=request.remote or "")
             tokens = expected_tokens(parsed.payload, hints.media_type, path)

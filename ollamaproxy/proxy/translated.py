@@ -78,8 +78,14 @@ async def forward_translated(request: web.Request, payload: dict, model: str, ba
     started_ns = time.monotonic_ns()
     try:
         async with asyncio.timeout(header_timeout):
-            upstream = await session.request("POST", backend.url + translated.path, data=translated.body,
-                                             headers=out_headers)
+            try:
+                upstream = await session.request("POST", backend.url + translated.path, data=translated.body,
+                                                 headers=out_headers)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled keep-alive connection the backend had already closed: the request never
+                # reached it, so one immediate retry on a fresh connection is safe.
+                upstream = await session.request("POST", backend.url + translated.path, data=translated.body,
+                                                 headers=out_headers)
     except TimeoutError:
         raise BeforeFirstByteError(ProbeOutcome(Health.DOWN, f"no response headers within {header_timeout:g}s")) from None
     except (aiohttp.ClientConnectionError, OSError) as error:
