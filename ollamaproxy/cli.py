@@ -72,7 +72,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     try:
-        eventloop.run(run_demo(args.port, args.sim_base_port))
+        eventloop.run(run_demo(args.port, args.sim_base_port, real_cpu=not args.no_real_cpu))
     except KeyboardInterrupt:
         pass
     except OSError as error:
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="four simulated backends (npu, igpu, nvidia, cpu) behind the router")
     demo.add_argument("--port", type=int, default=11434, help="router port (default 11434)")
     demo.add_argument("--sim-base-port", type=int, default=11441, help="first of four simulator ports")
+    demo.add_argument("--no-real-cpu", action="store_true",
+                      help="simulate cpu0 too instead of running llama.cpp (needs ollamaproxy[demo])")
     demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=_cmd_demo)
     return parser

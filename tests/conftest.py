@@ -14,7 +14,7 @@ from aiohttp import web
 from ollamaproxy.config import parse_config
 from ollamaproxy.requestlog import RequestLog
 from ollamaproxy.service import Router
-from llamacpp_server import DEFAULT_ALIAS, LlamaCppServer, model_path
+from llamacpp_server import DEFAULT_ALIAS, start_server
 from ollamaproxy.sim import SIM_BEHAVIOUR, SIM_STATS, SimBehaviour, SimStats, create_sim_app
 
 # ---------------------------------------------------------------- waiting without sleeping as sync
@@ -198,8 +198,7 @@ async def http():
 @pytest.fixture(scope="session")
 def llamacpp_server():
     """One real llama.cpp server (xllamacpp, SmolLM2-135M) for the whole session."""
-    server = LlamaCppServer(model_path(), alias=DEFAULT_ALIAS)
-    server.start(timeout=60)
+    server = start_server(alias=DEFAULT_ALIAS)
     try:
         yield server
     finally:
@@ -209,8 +208,7 @@ def llamacpp_server():
 @pytest.fixture(scope="session")
 def llamacpp_embedding_server():
     """A second real llama.cpp server in embedding mode (llama.cpp serves embeddings or completions)."""
-    server = LlamaCppServer(model_path(), alias=DEFAULT_ALIAS, embedding=True)
-    server.start(timeout=60)
+    server = start_server(alias=DEFAULT_ALIAS, embedding=True)
     try:
         yield server
     finally:
