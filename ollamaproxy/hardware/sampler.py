@@ -133,6 +133,7 @@ class Sampler:
         self.probe_results: dict[str, ProbeResult] = {}
         self.active: dict[str, str | None] = {}  # category -> source read last round (None: none usable)
         self._cpu_lock = threading.Lock()
+        self._round = asyncio.Lock()
         self._categories: dict[str, _Category] = {}
         for source in self.sources:
             category = getattr(source, "category", None) or source.name
@@ -144,7 +145,14 @@ class Sampler:
     # ---- one round --------------------------------------------------------------------
 
     async def sample_once(self) -> Snapshot:
-        """Probe/read every category once, at most `read_timeout` seconds; publish and return the snapshot."""
+        """Probe/read every category once, at most `read_timeout` seconds; publish and return the snapshot.
+
+        Rounds never overlap: a call made while another runs waits for it, then takes its own.
+        """
+        async with self._round:
+            return await self._sample()
+
+    async def _sample(self) -> Snapshot:
         cpu_started = time.thread_time()
         started = self.clock()
         errors: dict[str, str] = {}
@@ -154,6 +162,9 @@ class Sampler:
                 errors[category.running] = (
                     f"still hanging: its {category.step} has not returned for "
                     f"{max(0.0, started - category.pending_since):.1f}s")
+                continue
+            if all(self.probe_results.get(s.name) is ProbeResult.FAIL for s in category.sources):
+                self.active[category.name] = None  # nothing there to ask (until reprobe)
                 continue
             if category.worker is None:
                 category.worker = _Worker(f"telemetry-{category.name}", self._add_cpu)

@@ -27,9 +27,12 @@ OPENAI_TARGETS = {
 }
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(obj: Any) -> str:
-    """Compact JSON, UTF-8 kept as is."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, UTF-8 kept as is (one shared encoder: json.dumps with options builds one per call)."""
+    return _ENCODER.encode(obj)
 
 
 def norm_path(path: str) -> str:

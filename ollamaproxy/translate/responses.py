@@ -197,6 +197,9 @@ def ollama_to_openai_response(api_path: str, model: str, body: dict, *, created:
             "usage": usage}
 
 
+_DECODE = json.JSONDecoder().decode
+
+
 class _Lines:
     """Splits a byte stream into lines (\\n or \\r\\n) without rescanning: any line length, any chunking."""
 
@@ -277,10 +280,28 @@ class OpenAIStreamToNdjson:
         if self._closed or not chunk:
             return b""
         out: list[str] = []
-        for line in self._lines.push(chunk):
+        lines = self._lines.push(chunk)
+        count = len(lines)
+        index = 0
+        while index < count and not self._closed:
+            line = lines[index]
+            # Fast path for the usual event, a single `data: {...}` line and its blank line.
+            if (index + 1 < count and not lines[index + 1] and not self._data and not self._event
+                    and line.startswith(b"data: {")):
+                try:
+                    obj = _DECODE(line[6:].decode("utf-8", "replace"))
+                except ValueError:
+                    self._fail("upstream sent an event that is not JSON", out)
+                    break
+                if isinstance(obj, dict):
+                    if obj.get("error") is not None:
+                        self._fail(error_message(obj["error"]), out)
+                        break
+                    self._chunk(obj, out)
+                index += 2
+                continue
             self._line(line, out)
-            if self._closed:
-                break
+            index += 1
         return "".join(out).encode()
 
     def finish(self) -> bytes:
