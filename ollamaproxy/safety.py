@@ -15,13 +15,15 @@ log = logging.getLogger("ollamaproxy.safety")
 
 
 def backend_device_ids(backend: BackendConfig) -> tuple[str, ...]:
-    """Devices whose readings describe a backend: `devices` from config, else `nvidia:<gpu_index>`.
+    """Devices a backend is known to run on before any reading: `devices` ids without wildcards,
+    else `nvidia:<gpu_index>`. These must keep reporting (stale telemetry holds the backend).
 
-    A backend with no linked device (an NPU without sensors, a remote server) is trusted: no
-    stale-telemetry breaker can block it, only the power budget and manual pauses.
+    After each snapshot the links are recomputed by hardware.linking.devices_for_backend (the
+    iGPU, CPU package and NPU found on this machine). A backend with no linked device (an NPU
+    without sensors, a remote server) is trusted: only the power budget and pauses hold it.
     """
     if backend.devices is not None:
-        return tuple(backend.devices)
+        return tuple(d for d in backend.devices if not any(c in d for c in "*?["))
     if backend.hardware == "nvidia" and backend.gpu_index is not None:
         return (f"nvidia:{backend.gpu_index}",)
     return ()
@@ -32,6 +34,7 @@ class Safety:
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
+        self.backends = list(config.backends)
         self.backend_devices = {b.id: backend_device_ids(b) for b in config.backends}
         self.board = BreakerBoard(
             budget_watts=config.power.budget_watts,
@@ -65,6 +68,7 @@ class Safety:
     def on_snapshot(self, snapshot) -> list[Transition]:
         """Feed one telemetry snapshot (from the sampler) to the breakers."""
         self.latest = snapshot
+        self._link_devices(snapshot)
         samples = [
             DeviceSample(reading.device_id, reading.taken_at if reading.error is None else None,
                          reading.temperature_c, reading.error)
@@ -73,6 +77,34 @@ class Safety:
         transitions = self.board.observe(snapshot.total_power_w(), samples, snapshot.taken_at)
         self._announce(transitions)
         return transitions
+
+    def _link_devices(self, snapshot) -> None:
+        """Re-link each backend to the devices it runs on (devices come and go; config patterns win)."""
+        from ollamaproxy.hardware.linking import devices_for_backend
+
+        for backend in self.backends:
+            devices = tuple(devices_for_backend(backend.hardware, backend.gpu_index, snapshot,
+                                                device_match=backend.devices))
+            self.backend_devices[backend.id] = devices
+            self.board.backend_devices[backend.id] = devices
+
+    def device_event(self, action: str, device) -> list[str]:
+        """A udev hot-plug event: a removed device holds its backends at once; its return releases them."""
+        from ollamaproxy.hardware.linking import affected_backends
+
+        if action not in ("add", "remove"):
+            return []
+        specs = [(b.id, b.hardware, b.gpu_index) for b in self.backends]
+        affected = affected_backends(device, specs, self.latest)
+        now = self.clock()
+        transitions = []
+        for backend_id in affected:
+            if action == "remove":
+                transitions.append(self.board.device_removed(backend_id, device.device_id, now))
+            else:
+                transitions.append(self.board.device_added(backend_id, device.device_id, now))
+        self._announce([t for t in transitions if t is not None])
+        return affected
 
     def tick(self) -> list[Transition]:
         """Called on a timer: data that stopped arriving (a hung sampler) opens stale breakers."""

@@ -83,6 +83,7 @@ class Router:
         self._runner: web.AppRunner | None = None
         self.addresses: list = []
         self.on_user_mode_changed = None  # the service persists the user's choice through this
+        self.hotplug = None
 
     def _may_start(self, backend_id: str) -> bool:
         """New work may start on a backend: it is healthy and no breaker holds it."""
@@ -144,6 +145,17 @@ class Router:
             await asyncio.sleep(60)
             self.efficiency.refresh("time-of-day")
 
+    def _watch_hotplug(self) -> None:
+        """Follow udev add/remove events so an unplugged eGPU stops taking work at once."""
+        try:
+            from ollamaproxy.hardware.discovery import HotplugWatcher
+
+            self.hotplug = HotplugWatcher(self.safety.device_event)
+            self.hotplug.start()
+        except Exception as error:  # noqa: BLE001 - no udev (containers, CI): telemetry still works
+            self.hotplug = None
+            log.info(json.dumps({"event": "hotplug_unavailable", "reason": str(error)[:200]}))
+
     async def _tick_safety(self) -> None:
         interval = self.config.telemetry.interval_seconds
         while True:
@@ -168,6 +180,7 @@ class Router:
         port = listen_port if port is None else port
         await self.registry.start(probe=probe)
         if self.sampler is not None:
+            self._watch_hotplug()
             await self.sampler.sample_once()
             self._tasks.append(asyncio.create_task(self.sampler.run(), name="telemetry-sampler"))
             self._tasks.append(asyncio.create_task(self._tick_safety(), name="stale-telemetry-watch"))
@@ -191,6 +204,9 @@ class Router:
     async def stop(self) -> None:
         """Stop listening first, then close backend sessions; keeps going past individual failures."""
         errors = []
+        if self.hotplug is not None:
+            self.hotplug.stop()
+            self.hotplug = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -18,7 +18,8 @@ set -euo pipefail
 #   dbus                        dbus-daemon for private test buses
 #   libdbus-1-dev libglib2.0-dev pkg-config   build dbus-python (python-dbusmock)
 #   curl                        scripts and manual checks
-APT_PACKAGES="dbus libdbus-1-dev libglib2.0-dev pkg-config curl"
+#   umockdev gir1.2-umockdev-1.0 python3-gi   udev discovery and hot-plug tests
+APT_PACKAGES="dbus libdbus-1-dev libglib2.0-dev pkg-config curl umockdev gir1.2-umockdev-1.0 python3-gi"
 # python3-venv is added when `python3 -m venv` is unavailable (Debian ships ensurepip
 # separately) and .venv still has to be created.
 

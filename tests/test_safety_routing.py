@@ -6,6 +6,7 @@ import json
 import pytest
 
 from conftest import backend_entry, wait_until
+from ollamaproxy.hardware.discovery import DiscoveredDevice
 from ollamaproxy.hardware.readings import DeviceReading
 from ollamaproxy.hardware.source import ProbeResult
 
@@ -27,7 +28,8 @@ class FakeGpuSource:
     def read(self, now):
         if self.fail:
             raise RuntimeError(self.fail)
-        return [DeviceReading(device_id=f"nvidia:{i}", kind="nvidia", source=self.name, taken_at=now, **values)
+        return [DeviceReading(device_id=f"nvidia:{i}", kind="nvidia", source=self.name, taken_at=now,
+                              bus_id=f"0000:0{i + 1}:00.0", **values)
                 for i, values in self.readings.items()]
 
 
@@ -146,3 +148,20 @@ async def test_manual_pause_holds_and_resume_releases(two_gpus, http):
     status, headers = await generate(http, router)
     assert headers["X-Backend-Used"] == "gpu1"
     router.router.safety.resume("gpu0")
+
+
+async def test_unplugged_egpu_stops_taking_work_at_once_and_returns_when_plugged(two_gpus, http):
+    router, _source, sims = two_gpus
+    egpu = DiscoveredDevice(device_id="drm:0000:02:00.0", kind="nvidia", subsystem="drm", driver="nvidia",
+                            vendor_id="0x10de", sys_path="/sys/devices/pci0000:00/0000:02:00.0/drm/card1",
+                            integrated=False, bus_id="0000:02:00.0", name="card1")
+    assert router.router.safety.device_event("remove", egpu) == ["gpu1"]
+    assert router.router.safety.blocked("gpu1")[0].value == "device-removed"
+    assert router.router.explain({"model": MODEL})["excluded"]["gpu1"].startswith("device-removed:")
+    for _ in range(3):
+        status, headers = await generate(http, router)
+        assert status == 200 and headers["X-Backend-Used"] == "gpu0"
+    assert sims["gpu1"].stats.requests == 0
+    router.router.safety.device_event("add", egpu)
+    assert router.router.safety.blocked("gpu1") is None
+    assert "gpu1" not in router.router.explain({"model": MODEL})["excluded"]

@@ -10,6 +10,7 @@ log lines, scheduler wake-ups and D-Bus events.
 | thermal (per device) | temperature ≥ pause_celsius | temperature ≤ resume_celsius | backends on that device |
 | stale (per device with sensors) | no fresh reading for stale_seconds, or its source failed | a fresh reading | backends on that device |
 | manual | pause (global or one backend) | resume | the paused scope |
+| device removed | udev reports a backend's device gone (eGPU unplugged) | the device is back | that backend |
 
 In-flight work always continues: breakers only stop new work from starting.
 """
@@ -26,6 +27,7 @@ class ReasonCode(str, enum.Enum):
     THERMAL = "thermal"
     TELEMETRY_STALE = "telemetry-stale"
     PAUSED = "paused"
+    DEVICE_REMOVED = "device-removed"
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class BreakerBoard:
         self.stale: dict[str, StaleBreaker] = {}
         self.global_pause = ManualBreaker("global")
         self.backend_pause = {backend: ManualBreaker(backend) for backend in self.backend_devices}
+        self.removed = {backend: _Breaker("device", backend, ReasonCode.DEVICE_REMOVED)
+                        for backend in self.backend_devices}
 
     # ---- inputs ----------------------------------------------------------------------
 
@@ -197,6 +201,12 @@ class BreakerBoard:
         breaker = self.global_pause if backend_id is None else self.backend_pause[backend_id]
         return breaker.resume(now)
 
+    def device_removed(self, backend_id: str, device_id: str, now: float) -> Transition | None:
+        return self.removed[backend_id]._set(True, f"device {device_id} was removed", now)
+
+    def device_added(self, backend_id: str, device_id: str, now: float) -> Transition | None:
+        return self.removed[backend_id]._set(False, f"device {device_id} is back", now)
+
     # ---- answers ---------------------------------------------------------------------
 
     def blocked(self, backend_id: str) -> tuple[ReasonCode, str] | None:
@@ -206,6 +216,9 @@ class BreakerBoard:
         paused = self.backend_pause.get(backend_id)
         if paused is not None and paused.open:
             return ReasonCode.PAUSED, paused.reason
+        removed = self.removed.get(backend_id)
+        if removed is not None and removed.open:
+            return ReasonCode.DEVICE_REMOVED, removed.reason
         if self.power is not None and self.power.open:
             return ReasonCode.POWER_BUDGET, self.power.reason
         for device_id in self.backend_devices.get(backend_id, ()):
@@ -218,14 +231,15 @@ class BreakerBoard:
         return None
 
     def open_breakers(self) -> list[_Breaker]:
-        breakers: list[_Breaker] = [self.global_pause, *self.backend_pause.values(), *self.thermal.values(),
-                                    *self.stale.values()]
+        breakers: list[_Breaker] = [self.global_pause, *self.backend_pause.values(), *self.removed.values(),
+                                    *self.thermal.values(), *self.stale.values()]
         if self.power is not None:
             breakers.append(self.power)
         return [b for b in breakers if b.open]
 
     def degraded_codes(self) -> list[str]:
         """Distinct reason codes of open breakers, in a stable order (for D-Bus `Degraded`)."""
-        order = [ReasonCode.THERMAL, ReasonCode.POWER_BUDGET, ReasonCode.TELEMETRY_STALE, ReasonCode.PAUSED]
+        order = [ReasonCode.THERMAL, ReasonCode.POWER_BUDGET, ReasonCode.TELEMETRY_STALE, ReasonCode.PAUSED,
+                 ReasonCode.DEVICE_REMOVED]
         open_codes = {b.code for b in self.open_breakers()}
         return [code.value for code in order if code in open_codes]
