@@ -179,6 +179,20 @@ class TelemetryConfig(_Section):
     nvidia_smi: str = "nvidia-smi"
 
 
+class GrpcConfig(_Section):
+    enabled: bool = False
+    listen: str = "127.0.0.1:11438"
+    allow_remote: bool = False
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> "GrpcConfig":
+        host, _port = parse_host_port(self.listen)
+        if not self.allow_remote and not is_loopback_host(host):
+            raise ValueError(f"grpc.listen = {self.listen!r} is not a loopback address; set grpc.allow_remote = true "
+                             "to expose inference to the network on purpose")
+        return self
+
+
 class DesktopConfig(_Section):
     notifications: bool = True
 
@@ -213,6 +227,7 @@ class Config(_Section):
     thermal: ThermalConfig = Field(default_factory=ThermalConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     desktop: DesktopConfig = Field(default_factory=DesktopConfig)
+    grpc: GrpcConfig = Field(default_factory=GrpcConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from ollamaproxy.routing.planner import Planner
 from ollamaproxy.routing.scheduler import Scheduler
 from ollamaproxy.safety import Safety
 from ollamaproxy.statefile import StateFile
+from ollamaproxy.tasks import cancel_and_wait
 
 log = logging.getLogger("ollamaproxy.service")
 
@@ -84,6 +85,7 @@ class Router:
         self.addresses: list = []
         self.on_user_mode_changed = None  # the service persists the user's choice through this
         self.hotplug = None
+        self._grpc = None
 
     def _may_start(self, backend_id: str) -> bool:
         """New work may start on a backend: it is healthy and no breaker holds it."""
@@ -194,6 +196,19 @@ class Router:
             await self.stop()
             raise
         self.addresses = list(self._runner.addresses)
+        if self.config.grpc.enabled:
+            try:
+                from ollamaproxy.frontdoors.grpc_server import start_grpc
+            except ImportError:
+                await self.stop()
+                raise ConfigError("[grpc]", ["grpc.enabled = true needs the gRPC extra: "
+                                             "pip install 'ollamaproxy[grpc]'"]) from None
+            try:
+                self._grpc = await start_grpc(self, self.config.grpc.listen,
+                                              allow_remote=self.config.grpc.allow_remote)
+            except BaseException:
+                await self.stop()
+                raise
 
     @property
     def url(self) -> str:
@@ -204,19 +219,16 @@ class Router:
     async def stop(self) -> None:
         """Stop listening first, then close backend sessions; keeps going past individual failures."""
         errors = []
+        if self._grpc is not None:
+            try:
+                await self._grpc.stop()
+            except Exception as error:  # noqa: BLE001
+                errors.append(error)
+            self._grpc = None
         if self.hotplug is not None:
             self.hotplug.stop()
             self.hotplug = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as error:  # noqa: BLE001
-                errors.append(error)
-        self._tasks.clear()
+        errors += await cancel_and_wait(self._tasks)
         if self._runner is not None:
             try:
                 await self._runner.cleanup()

@@ -80,21 +80,7 @@ def sim_embedding(text: str, model: str, dims: int = EMBED_DIMS) -> list[float]:
 
 # --------------------------------------------------------------------------- time helpers
 
-_TS_CACHE: tuple[int, str] = (-1, "")
-
-
-def _rfc3339(ns: int | None = None) -> str:
-    """RFC3339 UTC timestamp with nanoseconds, e.g. 2024-01-02T03:04:05.123456789Z (cheap per call)."""
-    global _TS_CACHE
-    if ns is None:
-        ns = time.time_ns()
-    sec, frac = divmod(ns, 1_000_000_000)
-    cached = _TS_CACHE
-    if cached[0] != sec:
-        cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-        _TS_CACHE = cached
-    return f"{cached[1]}.{frac:09d}Z"
-
+from ollamaproxy.translate._common import rfc3339 as _rfc3339  # noqa: E402  (one timestamp format)
 
 def _rfc3339_epoch(epoch_s: float) -> str:
     if math.isinf(epoch_s) or epoch_s > 253_402_300_000:  # "forever": Ollama shows a far-future date
@@ -872,7 +858,6 @@ class _Handlers:
         return await self._v1_gen(request, body, chat=False)
 
     async def _v1_gen(self, request: web.Request, body: bytes, chat: bool) -> web.StreamResponse:
-        t0 = time.perf_counter_ns()
         data = _parse_body(body)
         g = self._openai_common(data)
         if g.info.embedding_only:

@@ -21,6 +21,7 @@ from ollamaproxy.backends.inventory import (
     parse_openai_models,
 )
 from ollamaproxy.config import BackendConfig, Config
+from ollamaproxy.tasks import cancel_and_wait
 
 log = logging.getLogger("ollamaproxy.backends")
 
@@ -100,14 +101,7 @@ class Registry:
                 self._tasks.append(asyncio.create_task(self._probe_loop(state), name=f"probe-{state.id}"))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         for session in self.sessions.values():
             await session.close()
         self.sessions.clear()

@@ -400,5 +400,10 @@ def create_proxy_app(state: ProxyState) -> web.Application:
     add("GET", "/v1/models", handlers.models)
     for path in INFERENCE_ROUTES:
         add("POST", path, handlers.inference)
+    from ollamaproxy.frontdoors.websocket import WS_PATH, WebSocketDoor
+
+    if blocked.match(normalise_path(WS_PATH)) is None:
+        # Streams over WebSocket go back through this app's own HTTP routes: no side door.
+        WebSocketDoor(max_msg_size=state.config.server.max_body_bytes).install(app)
     app.router.add_route("*", "/{tail:.*}", handlers.fallback)
     return app
