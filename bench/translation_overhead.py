@@ -89,7 +89,8 @@ async def run(rounds: int, requests: int) -> dict:
             await wait_ready(f"http://127.0.0.1:{ports[kind]}/", time.monotonic() + 30)
         config = tmp / "router.toml"
         config.write_text(
-            f'[server]\nlisten = "127.0.0.1:{ports["router"]}"\n[telemetry]\nenabled = false\n'
+            f'[server]\nlisten = "127.0.0.1:{ports["router"]}"\nmanagement = ""\n[telemetry]\nenabled = false\n'
+            '[request_log]\nenabled = false\n'
             f'[[backends]]\nid = "passthrough"\nkind = "ollama"\nurl = "http://127.0.0.1:{ports["ollama"]}"\n'
             'max_concurrent = 8\n'
             f'[[backends]]\nid = "translated"\nkind = "openai"\nurl = "http://127.0.0.1:{ports["openai"]}"\n'

@@ -1,9 +1,8 @@
-"""Command line: ollamaproxy serve | check-config | sim | demo."""
+"""Command line: ollamaproxy serve | check-config | sim | demo | status | mode | backends | hold."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
@@ -23,12 +22,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         _print_config_error(error)
         return EXIT_CONFIG
+    from ollamaproxy.desktop.service import NameTakenError
+
     try:
-        eventloop.run(serve(config, origin))
+        eventloop.run(serve(config, origin, config_path=args.config or _existing_default()))
+    except NameTakenError as error:
+        print(f"ollamaproxy: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # a management address that is not loopback, and the like
+        print(f"ollamaproxy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as error:
         print(f"ollamaproxy: cannot listen on {config.server.listen}: {error.strerror or error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _existing_default() -> str | None:
+    path = default_config_path()
+    return str(path) if path.exists() else None
 
 
 def _print_config_error(error: ConfigError) -> None:
@@ -82,6 +94,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ollamaproxy.desktop import client
+
+    return client.status(as_json=args.json)
+
+
+def _cmd_mode(args: argparse.Namespace) -> int:
+    from ollamaproxy.desktop import client
+
+    return client.mode(args.mode, as_json=args.json)
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from ollamaproxy.desktop import client
+
+    return client.backends(as_json=args.json)
+
+
+def _cmd_hold(args: argparse.Namespace) -> int:
+    from ollamaproxy.desktop import client
+
+    if not args.held_command:
+        args.parser.error("give the command to run after --: ollamaproxy hold MODE [--reason R] -- COMMAND...")
+    return client.hold(args.mode, args.held_command, reason=args.reason, app_id=args.app_id, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ollamaproxy", description="Route local AI inference across backends.")
     parser.add_argument("--version", action="version", version=f"ollamaproxy {__version__}")
@@ -113,11 +151,45 @@ def build_parser() -> argparse.ArgumentParser:
                       help="simulate cpu0 too instead of running llama.cpp (needs ollamaproxy[demo])")
     demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=_cmd_demo)
+
+    # the D-Bus client commands talk to the running service on the session bus (exit 3: not running)
+    status = sub.add_parser("status", help="one screen: mode, power, temperatures, queue and backends")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_cmd_status)
+
+    mode = sub.add_parser("mode", help="show the efficiency mode, or set it")
+    mode.add_argument("mode", nargs="?", help="performance | balanced | efficiency | quiet | ultra-efficiency | auto")
+    mode.add_argument("--json", action="store_true", help="machine-readable output")
+    mode.set_defaults(func=_cmd_mode)
+
+    backends = sub.add_parser("backends", help="each backend's health, load and breaker")
+    backends.add_argument("--json", action="store_true", help="machine-readable output")
+    backends.set_defaults(func=_cmd_backends)
+
+    hold = sub.add_parser("hold", help="hold a mode while a command runs: hold MODE [--reason R] -- COMMAND...",
+                          usage="%(prog)s MODE [--reason R] [--app-id A] [--json] -- COMMAND...")
+    hold.add_argument("mode", help="the mode to hold while COMMAND runs")
+    hold.add_argument("--reason", default="", help="why (shown with the hold)")
+    hold.add_argument("--app-id", default="", help="who holds it (default: the command's name)")
+    hold.add_argument("--json", action="store_true", help="print the hold and the command's exit code as JSON")
+    hold.set_defaults(func=_cmd_hold, parser=hold, held_command=[])
+
+    from ollamaproxy.commands import migrate, stats
+
+    stats.add_parser(sub)
+    migrate.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    held_command = None
+    if argv[:1] == ["hold"] and "--" in argv:  # everything after -- is the held command, untouched
+        cut = argv.index("--")
+        argv, held_command = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if held_command is not None:
+        args.held_command = held_command
     return args.func(args)
 
 

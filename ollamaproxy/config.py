@@ -64,6 +64,7 @@ def is_loopback_host(host: str) -> bool:
 
 class ServerConfig(_Section):
     listen: str = DEFAULT_LISTEN
+    management: str = "127.0.0.1:11437"   # loopback only; "" turns the management API off
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     header_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
@@ -73,6 +74,16 @@ class ServerConfig(_Section):
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
         parse_host_port(value)
+        return value
+
+    @field_validator("management")
+    @classmethod
+    def _management_is_loopback(cls, value: str) -> str:
+        if value:
+            host, _port = parse_host_port(value)
+            if not is_loopback_host(host):
+                raise ValueError("the management API has no authentication, so it listens only on a loopback "
+                                 "address (127.0.0.1, ::1 or localhost), e.g. 127.0.0.1:11437; \"\" turns it off")
         return value
 
 
@@ -179,6 +190,13 @@ class TelemetryConfig(_Section):
     nvidia_smi: str = "nvidia-smi"
 
 
+class RequestLogConfig(_Section):
+    enabled: bool = True
+    path: str = ""                        # "" = $XDG_STATE_HOME/ollamaproxy/requests.sqlite3
+    retention_days: Annotated[float, Field(gt=0)] = 30
+    max_rows: Annotated[int, Field(ge=1)] = 1_000_000
+
+
 class GrpcConfig(_Section):
     enabled: bool = False
     listen: str = "127.0.0.1:11438"
@@ -228,6 +246,7 @@ class Config(_Section):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     desktop: DesktopConfig = Field(default_factory=DesktopConfig)
     grpc: GrpcConfig = Field(default_factory=GrpcConfig)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

@@ -161,6 +161,19 @@ class Control:
         decisions = list(self.router.state.decisions)
         return decisions[-limit:][::-1] if limit > 0 else []
 
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the config file: (applied, what happened); a bad file keeps the running config."""
+        from ollamaproxy.config import ConfigError
+        from ollamaproxy.desktop.dbus_service import reload_summary
+
+        reloader = self.router.reloader
+        if reloader is None:
+            return False, "this router was not started from a config file (serve --config): nothing to reload"
+        try:
+            return reload_summary(reloader.reload())
+        except ConfigError:
+            return reload_summary(reloader.last)
+
     def simulate(self, description: dict) -> dict[str, Any]:
         """The routing decision for a described request; changes nothing."""
         return self.router.explain(description)

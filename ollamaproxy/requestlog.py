@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
+
+log = logging.getLogger("ollamaproxy.requestlog")
 
 FLUSH_DELAY_SECONDS = 0.05
 
@@ -20,6 +24,7 @@ class RequestLog:
 
     def __init__(self, stream: TextIO | None = None):
         self._stream = stream
+        self._sinks: list[Callable[[dict], None]] = []
         self._flush_pending = False
         self._second = -1
         self._stamp = ""
@@ -31,9 +36,18 @@ class RequestLog:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         return self._stamp
 
+    def add_sink(self, sink: Callable[[dict], None]) -> None:
+        """Also hand every record to `sink` (metrics, the SQLite log); a failing sink never breaks a request."""
+        self._sinks.append(sink)
+
     def log(self, record: dict) -> None:
         line = {"time": self._time(), "event": "request"}
         line.update(record)
+        for sink in self._sinks:
+            try:
+                sink(line)
+            except Exception:  # noqa: BLE001
+                log.exception("request log sink failed")
         stream = self._stream or sys.stdout
         stream.write(json.dumps(line, separators=(",", ":")) + "\n")
         if self._flush_pending:

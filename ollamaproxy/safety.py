@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ollamaproxy.config import BackendConfig, Config
-from ollamaproxy.policy.breakers import BreakerBoard, DeviceSample, ReasonCode, Transition
+from ollamaproxy.policy.breakers import BreakerBoard, DeviceSample, PowerBudgetBreaker, ReasonCode, Transition
 
 log = logging.getLogger("ollamaproxy.safety")
 
@@ -77,6 +77,24 @@ class Safety:
         transitions = self.board.observe(snapshot.total_power_w(), samples, snapshot.taken_at)
         self._announce(transitions)
         return transitions
+
+    def apply_config(self, config: Config) -> None:
+        """New thresholds take effect at the next reading (breakers keep their open/closed state)."""
+        board = self.board
+        budget = config.power.budget_watts
+        if budget is None:
+            board.power = None
+        elif board.power is None:
+            board.power = PowerBudgetBreaker(budget, config.power.resume_ratio)
+        else:
+            board.power.budget = budget
+            board.power.resume_at = budget * config.power.resume_ratio
+        board.pause_celsius = config.thermal.pause_celsius
+        board.resume_celsius = config.thermal.resume_celsius
+        for thermal in board.thermal.values():
+            thermal.pause = config.thermal.pause_celsius
+            thermal.resume = config.thermal.resume_celsius
+        self.backends = list(config.backends)
 
     def _link_devices(self, snapshot) -> None:
         """Re-link each backend to the devices it runs on (devices come and go; config patterns win)."""

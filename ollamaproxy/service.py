@@ -86,6 +86,7 @@ class Router:
         self.on_user_mode_changed = None  # the service persists the user's choice through this
         self.hotplug = None
         self._grpc = None
+        self.reloader = None  # set by serve(): D-Bus Reload and the management API use it
 
     def _may_start(self, backend_id: str) -> bool:
         """New work may start on a backend: it is healthy and no breaker holds it."""
@@ -163,6 +164,37 @@ class Router:
         while True:
             await asyncio.sleep(interval)
             self.safety.tick()
+
+    def apply_config(self, new: Config) -> None:
+        """Take over the parts of a new config that can change while running (see reload.py).
+
+        Backends keep their identity (id, kind, url); their limits, pins and estimates change at
+        once, and waiting requests are re-offered to the slots that appeared.
+        """
+        old_backends = {b.id: b for b in self.config.backends}
+        for backend in new.backends:
+            state = self.registry.states.get(backend.id)
+            if state is None or old_backends[backend.id].url != backend.url:
+                continue
+            state.config = backend
+            if state.enabled != backend.enabled:
+                self.registry.set_enabled(backend.id, backend.enabled)
+            self.scheduler.capacity[backend.id] = backend.max_concurrent
+        queue = new.queue
+        self.scheduler.max_queue_depth = queue.max_depth
+        self.scheduler.queue_timeout = queue.timeout_seconds
+        self.scheduler.reorder_window = queue.reorder_window
+        self.scheduler.queue.aging_seconds = queue.aging_seconds
+        self.scheduler.queue.quantum = queue.fair_quantum_seconds
+        self.safety.apply_config(new)
+        quiet = new.efficiency.quiet_hours
+        self._quiet_hours = (quiet[0], quiet[1]) if quiet else None
+        self.efficiency.hysteresis = new.efficiency.battery_hysteresis_percent
+        self.config = self.registry.config = self.state.config = new
+        self.efficiency.refresh("config-reloaded")
+        self.scheduler.wake_all()
+        for topic in ("efficiency", "backends", "routing", "system"):
+            self.control.publish(topic, {})
 
     def set_mode(self, mode: str, reason: str = "user"):
         """Run-time mode change (the D-Bus and management layers call this); applies to the next decision."""
@@ -254,34 +286,60 @@ def resolve_config(path: str | None) -> tuple[Config, str]:
     return default_config(), f"no config file at {default_path}: using defaults"
 
 
-async def serve(config: Config, origin: str, *, state_file: StateFile | None = None) -> None:
-    """Run the router (and its D-Bus face when a session bus exists) until SIGINT/SIGTERM."""
+async def serve(config: Config, origin: str, *, config_path: str | None = None,
+                state_file: StateFile | None = None) -> None:
+    """Run the router, its management API, request log and D-Bus face until SIGINT/SIGTERM; SIGHUP reloads."""
+    from ollamaproxy.management import start_management
+    from ollamaproxy.metrics import Metrics
+    from ollamaproxy.reload import Reloader
+    from ollamaproxy.requestdb import RequestDb
+
     backends = ", ".join(f"{b.id}={b.url}" for b in config.backends)
     log.info(json.dumps({"event": "starting", "config": origin, "listen": config.server.listen,
                          "backends": backends}))
     state_file = state_file or StateFile()
     saved_mode = state_file.load_mode()
-    router = Router(config, initial_mode=saved_mode)
+    metrics = Metrics()
+    request_log = RequestLog()
+    request_log.add_sink(metrics.observe)
+    router = Router(config, initial_mode=saved_mode, request_log=request_log)
     router.on_user_mode_changed = state_file.save_mode
     if saved_mode:
         log.info(json.dumps({"event": "mode_restored", "mode": saved_mode}))
+    reloader = Reloader(router, config_path)
+    router.reloader = reloader
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    desktop = None
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload_logged)
+    request_db = management = desktop = None
     try:
+        if config.request_log.enabled:
+            request_db = RequestDb(config.request_log.path or None, retention_days=config.request_log.retention_days,
+                                   max_rows=config.request_log.max_rows,
+                                   power_of=lambda backend_id: router.safety.backend_live(backend_id)[0])
+            await request_db.start()
+            request_log.add_sink(request_db.submit)
         await router.start()
         log.info(json.dumps({"event": "listening", "url": router.url}))
+        if config.server.management:
+            management = await start_management(router.control, config.server.management, request_db=request_db,
+                                                reload=reloader.reload, metrics=metrics)
+            log.info(json.dumps({"event": "management_listening", "listen": config.server.management}))
         desktop = await _start_desktop(router)
         await stop.wait()
         log.info(json.dumps({"event": "stopping"}))
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        if management is not None:
+            await management.cleanup()
         if desktop is not None:
             await desktop.stop()
         await router.stop()
+        if request_db is not None:
+            await request_db.stop()
 
 
 async def _start_desktop(router: Router):
@@ -291,9 +349,15 @@ async def _start_desktop(router: Router):
         log.warning(json.dumps({"event": "dbus_unavailable",
                                 "reason": "no session bus (DBUS_SESSION_BUS_ADDRESS unset): D-Bus interface off"}))
         return None
-    from ollamaproxy.desktop.service import start_desktop
+    from ollamaproxy.desktop.service import DesktopError, NameTakenError, start_desktop
 
-    return await start_desktop(router, notifications=router.config.desktop.notifications)
+    try:
+        return await start_desktop(router, notifications=router.config.desktop.notifications)
+    except NameTakenError:
+        raise  # another ollamaproxy owns ie.fio.OllamaProxy: running a second one would only confuse
+    except DesktopError as error:
+        log.warning(json.dumps({"event": "dbus_unavailable", "reason": str(error)}))
+        return None
 
 
 __all__ = ["Router", "resolve_config", "serve", "ConfigError"]

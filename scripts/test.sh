@@ -19,7 +19,14 @@ set -euo pipefail
 #   libdbus-1-dev libglib2.0-dev pkg-config   build dbus-python (python-dbusmock)
 #   curl                        scripts and manual checks
 #   umockdev gir1.2-umockdev-1.0 python3-gi   udev discovery and hot-plug tests
-APT_PACKAGES="dbus libdbus-1-dev libglib2.0-dev pkg-config curl umockdev gir1.2-umockdev-1.0 python3-gi"
+#   systemd libglib2.0-bin            busctl and gdbus, as users type them; systemd --user lab
+#   dbus-user-session util-linux      the systemd --user lab (unshare)
+#   gcc python3-dev                   building dbus-python
+#   gjs                               the GNOME extension's D-Bus client tests
+#   nodejs npm                        eslint for the extension
+APT_PACKAGES="dbus libdbus-1-dev libglib2.0-dev pkg-config curl umockdev gir1.2-umockdev-1.0 python3-gi
+systemd libglib2.0-bin dbus-user-session util-linux gcc python3-dev gjs"
+command -v node >/dev/null 2>&1 || APT_PACKAGES="$APT_PACKAGES nodejs npm"
 # python3-venv is added when `python3 -m venv` is unavailable (Debian ships ensurepip
 # separately) and .venv still has to be created.
 

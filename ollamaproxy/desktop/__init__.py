@@ -1,1 +1,1 @@
-"""Desktop integration: the ie.fio.OllamaProxy D-Bus service, the UPower follower, notifications and the D-Bus CLI client."""
+"""Desktop integration: the ie.fio.OllamaProxy D-Bus service, UPower follower, notifications and CLI client."""

@@ -1,27 +1,13 @@
-"""The ie.fio.OllamaProxy D-Bus service: one dbus-fast ServiceInterface per interface, thin over the Control facade.
-
-Habits taken from power-profiles-daemon: every property has exactly one getter (the dbus-fast
-property function), used both by `Get` and by `publish(names)`, so a `Get` and a
-`PropertiesChanged` can never disagree; callers say *what* may have changed, `publish` works out
-which values really did. `Mode` (the user's choice) and `EffectiveMode` (what routing uses) are
-apart like ppd's selected and active profile. Holds belong to the caller's bus connection and are
-dropped when `NameOwnerChanged` says it went away.
-
-`DBusService` turns the control change feed into announcements: mode and breaker changes at once,
-fast-moving values (power, temperatures, queue, in-flight) coalesced into one flush 0.25 s after
-the first change, so each interface sends at most about four `PropertiesChanged` a second.
-
-No `from __future__ import annotations` here: dbus-fast reads the D-Bus signatures from the
-annotations of the decorated functions.
-"""
+"""The ie.fio.OllamaProxy D-Bus service: one dbus-fast ServiceInterface per interface, thin over the Control facade."""
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
 
 from dbus_fast import ErrorType, Message, MessageType, PropertyAccess, Variant
 from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusBool, DBusDouble, DBusSignature, DBusStr, DBusUInt32, DBusUInt64
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_property, method, signal
 
@@ -35,6 +21,8 @@ from .variants import plain, vardict, vardicts
 log = logging.getLogger("ollamaproxy.desktop")
 
 READ = PropertyAccess.READ
+VarDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+VarDicts = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 COALESCE_SECONDS = 0.25
 _UNSET = object()
 
@@ -55,7 +43,15 @@ class CallContext:
 
 
 class _Interface(ServiceInterface):
-    """A ServiceInterface with ppd's publish(changed) and EmitsChangedSignal annotations in its introspection."""
+    """A ServiceInterface with power-profiles-daemon's habits: one getter per property, one publish(changed).
+
+    Each property has exactly one getter (the dbus-fast property function), used both by `Get` and
+    by `publish(names)`, so a `Get` and a `PropertiesChanged` can never disagree; callers say *what*
+    may have changed, `publish` works out which values really did. Its introspection adds what
+    dbus-fast cannot derive (EmitsChangedSignal, names of out and signal arguments).
+
+    The D-Bus signatures are the `Annotated` types of the decorated functions (dbus-fast reads them).
+    """
 
     EMITS_CHANGED: dict[str, str] = {}  # property -> annotation value, where it is not "true"
     ARG_NAMES: dict[str, tuple[str, ...]] = {}  # method -> out-argument names, signal -> argument names
@@ -108,6 +104,12 @@ def _invalid_mode(error: InvalidModeError) -> DBusError:
 
 
 class Efficiency(_Interface):
+    """`Mode` (the user's choice) and `EffectiveMode` (what routing uses), like ppd's selected and active profile.
+
+    Holds belong to the caller's bus connection: `DBusService` drops them when NameOwnerChanged says
+    it closed.
+    """
+
     EMITS_CHANGED = {"Modes": "const"}
     ARG_NAMES = {"GetMode": ("mode",), "GetEffectiveMode": ("mode",), "ListModes": ("modes",),
                  "GetModeInfo": ("info",), "HoldMode": ("cookie",), "ModeChanged": ("old", "new", "reason")}
@@ -123,61 +125,61 @@ class Efficiency(_Interface):
             raise _invalid_mode(error) from None
 
     @dbus_property(name="Mode")
-    def mode(self) -> "s":
+    def mode(self) -> DBusStr:
         return self.control.mode()
 
     @mode.setter
-    def mode(self, value: "s"):
+    def mode(self, value: DBusStr):
         self._set_mode(value)
 
     @dbus_property(access=READ, name="EffectiveMode")
-    def effective_mode(self) -> "s":
+    def effective_mode(self) -> DBusStr:
         return self.control.effective_mode()
 
     @dbus_property(access=READ, name="Modes")
-    def modes(self) -> "aa{sv}":
+    def modes(self) -> VarDicts:
         return vardicts(self.control.modes())
 
     @dbus_property(access=READ, name="Holds")
-    def holds(self) -> "aa{sv}":
+    def holds(self) -> VarDicts:
         return vardicts(self.control.holds())
 
     @dbus_property(access=READ, name="Degraded")
-    def degraded(self) -> "s":
+    def degraded(self) -> DBusStr:
         return self.control.degraded()
 
     @method(name="SetMode")
-    def set_mode(self, mode: "s"):
+    def set_mode(self, mode: DBusStr):
         self._set_mode(mode)
 
     @method(name="GetMode")
-    def get_mode(self) -> "s":
+    def get_mode(self) -> DBusStr:
         return self.value("Mode")
 
     @method(name="GetEffectiveMode")
-    def get_effective_mode(self) -> "s":
+    def get_effective_mode(self) -> DBusStr:
         return self.value("EffectiveMode")
 
     @method(name="ListModes")
-    def list_modes(self) -> "aa{sv}":
+    def list_modes(self) -> VarDicts:
         return self.value("Modes")
 
     @method(name="GetModeInfo")
-    def get_mode_info(self, mode: "s") -> "a{sv}":
+    def get_mode_info(self, mode: DBusStr) -> VarDict:
         try:
             return vardict(self.control.mode_info(mode))
         except InvalidModeError as error:
             raise _invalid_mode(error) from None
 
     @method(name="HoldMode")
-    def hold_mode(self, mode: "s", reason: "s", app_id: "s") -> "u":
+    def hold_mode(self, mode: DBusStr, reason: DBusStr, app_id: DBusStr) -> DBusUInt32:
         try:
             return self.control.hold(mode, reason, app_id, owner=self.context.sender)
         except InvalidModeError as error:
             raise _invalid_mode(error) from None
 
     @method(name="ReleaseMode")
-    def release_mode(self, cookie: "u"):
+    def release_mode(self, cookie: DBusUInt32):
         try:
             self.control.release(cookie, owner=self.context.sender)
         except KeyError:
@@ -187,7 +189,7 @@ class Efficiency(_Interface):
                             f"hold {cookie} was taken by another connection; only its holder may release it") from None
 
     @signal(name="ModeChanged")
-    def mode_changed(self, old: str, new: str, reason: str) -> "sss":
+    def mode_changed(self, old: str, new: str, reason: str) -> Annotated[list, DBusSignature("sss")]:
         return [old, new, reason]
 
 
@@ -216,11 +218,11 @@ class Backends(_Interface):
                 self.backend_state_changed(backend_id, state)
 
     @dbus_property(access=READ, name="Backends")
-    def backends(self) -> "aa{sv}":
+    def backends(self) -> VarDicts:
         return vardicts(self.control.backends())
 
     @method(name="SetBackendEnabled")
-    def set_backend_enabled(self, id: "s", enabled: "b"):  # noqa: A002 - the contract's argument name
+    def set_backend_enabled(self, id: DBusStr, enabled: DBusBool):  # noqa: A002 - the contract's argument name
         try:
             self.control.set_backend_enabled(id, enabled)
         except KeyError:
@@ -228,7 +230,7 @@ class Backends(_Interface):
             raise DBusError(contract.ERROR_UNKNOWN_BACKEND, f"unknown backend {id!r}; configured: {known}") from None
 
     @signal(name="BackendStateChanged")
-    def backend_state_changed(self, backend_id: str, state: dict) -> "sa{sv}":
+    def backend_state_changed(self, backend_id: str, state: dict) -> Annotated[list, DBusSignature("sa{sv}")]:
         return [backend_id, state]
 
 
@@ -265,25 +267,26 @@ def simulate_description(request: dict[str, Variant]) -> dict[str, Any]:
 
 
 class Routing(_Interface):
-    ARG_NAMES = {"GetRecentDecisions": ("decisions",), "SimulateRouting": ("backend", "reason")}
+    ARG_NAMES = {"GetRecentDecisions": ("decisions",), "SimulateRouting": ("backend", "reason"),
+                 "Reload": ("applied", "summary"), "Reloaded": ("applied", "summary")}
 
     def __init__(self, control: Control):
         super().__init__(contract.ROUTING, control)
 
     @dbus_property(access=READ, name="QueueDepth")
-    def queue_depth(self) -> "u":
+    def queue_depth(self) -> DBusUInt32:
         return self.control.routing()["queue_depth"]
 
     @dbus_property(access=READ, name="InFlight")
-    def in_flight(self) -> "u":
+    def in_flight(self) -> DBusUInt32:
         return self.control.routing()["in_flight"]
 
     @dbus_property(access=READ, name="TotalRequests")
-    def total_requests(self) -> "t":
+    def total_requests(self) -> DBusUInt64:
         return self.control.routing()["total_requests"]
 
     @dbus_property(access=READ, name="Paused")
-    def paused(self) -> "b":
+    def paused(self) -> DBusBool:
         return bool(self.control.routing()["paused"])
 
     @method(name="Pause")
@@ -295,11 +298,11 @@ class Routing(_Interface):
         self.control.resume(None)
 
     @method(name="GetRecentDecisions")
-    def get_recent_decisions(self, limit: "u") -> "aa{sv}":
+    def get_recent_decisions(self, limit: DBusUInt32) -> VarDicts:
         return vardicts(self.control.recent_decisions(limit))
 
     @method(name="SimulateRouting")
-    def simulate_routing(self, request: "a{sv}") -> "ss":
+    def simulate_routing(self, request: VarDict) -> Annotated[list[str], DBusSignature("ss")]:
         description = simulate_description(request)
         try:
             answer = self.control.simulate(description)
@@ -312,6 +315,25 @@ class Routing(_Interface):
             reason = f"queue: {reason}" if reason else "queue"
         return [answer["backend"], reason]
 
+    @method(name="Reload")
+    def reload(self) -> Annotated[list, DBusSignature("bs")]:
+        ok, summary = self.control.reload()
+        return [ok, summary]
+
+    @signal(name="Reloaded")
+    def reloaded(self, ok: bool, summary: str) -> Annotated[list, DBusSignature("bs")]:
+        return [ok, summary]
+
+
+def reload_summary(outcome: dict) -> tuple[bool, str]:
+    """(applied, one readable line) from a reload outcome."""
+    if not outcome.get("ok"):
+        return False, "configuration kept: " + "; ".join(outcome.get("problems", []))
+    parts = ["applied: " + (", ".join(outcome.get("applied", [])) or "nothing changed")]
+    if outcome.get("restart_required"):
+        parts.append("needs a restart: " + ", ".join(outcome["restart_required"]))
+    return True, "; ".join(parts)
+
 
 class Thermal(_Interface):
     ARG_NAMES = {"ThermalWarning": ("device", "celsius", "reason"), "ThrottlingStarted": ("device", "reasons"),
@@ -321,27 +343,27 @@ class Thermal(_Interface):
         super().__init__(contract.THERMAL, control)
 
     @dbus_property(access=READ, name="Devices")
-    def devices(self) -> "aa{sv}":
+    def devices(self) -> VarDicts:
         return vardicts(self.control.devices())
 
     @dbus_property(access=READ, name="HottestDevice")
-    def hottest_device(self) -> "s":
+    def hottest_device(self) -> DBusStr:
         return self.control.hottest()[0]
 
     @dbus_property(access=READ, name="HottestTemperature")
-    def hottest_temperature(self) -> "d":
+    def hottest_temperature(self) -> DBusDouble:
         return float(self.control.hottest()[1])
 
     @signal(name="ThermalWarning")
-    def thermal_warning(self, device: str, celsius: float, reason: str) -> "sds":
+    def thermal_warning(self, device: str, celsius: float, reason: str) -> Annotated[list, DBusSignature("sds")]:
         return [device, celsius, reason]
 
     @signal(name="ThrottlingStarted")
-    def throttling_started(self, device: str, reasons: list) -> "sas":
+    def throttling_started(self, device: str, reasons: list) -> Annotated[list, DBusSignature("sas")]:
         return [device, reasons]
 
     @signal(name="ThrottlingStopped")
-    def throttling_stopped(self, device: str) -> "s":
+    def throttling_stopped(self, device: str) -> DBusStr:
         return device
 
 
@@ -352,36 +374,44 @@ class SystemState(_Interface):
         super().__init__(contract.SYSTEM_STATE, control)
 
     @dbus_property(access=READ, name="OnBattery")
-    def on_battery(self) -> "b":
+    def on_battery(self) -> DBusBool:
         return self.control.system()["on_battery"]
 
     @dbus_property(access=READ, name="BatteryPercent")
-    def battery_percent(self) -> "d":
+    def battery_percent(self) -> DBusDouble:
         return float(self.control.system()["battery_percent"])
 
     @dbus_property(access=READ, name="PowerSource")
-    def power_source(self) -> "s":
+    def power_source(self) -> DBusStr:
         return self.control.system()["power_source"]
 
     @dbus_property(access=READ, name="TotalPowerWatts")
-    def total_power_watts(self) -> "d":
+    def total_power_watts(self) -> DBusDouble:
         return float(self.control.system()["total_power_watts"])
 
     @dbus_property(access=READ, name="PowerBudgetWatts")
-    def power_budget_watts(self) -> "d":
+    def power_budget_watts(self) -> DBusDouble:
         return float(self.control.system()["power_budget_watts"])
 
     @dbus_property(access=READ, name="PowerBreakerOpen")
-    def power_breaker_open(self) -> "b":
+    def power_breaker_open(self) -> DBusBool:
         return self.control.system()["power_breaker_open"]
 
     @method(name="GetAutoModeReasoning")
-    def get_auto_mode_reasoning(self) -> "s":
+    def get_auto_mode_reasoning(self) -> DBusStr:
         return self.control.auto_reasoning()
 
 
 class DBusService:
-    """Exports the five interfaces on one bus and keeps them announced from the control change feed."""
+    """Exports the five interfaces on one bus and keeps them announced from the control change feed.
+
+    Mode, power-source and breaker changes go out at once (as soon as the change in hand is
+    complete, so one user action makes one `PropertiesChanged`); fast-moving values (power,
+    temperatures, queue, in-flight) are coalesced into one flush COALESCE_SECONDS after the first
+    change, so each interface sends at most about four a second, naming only values that changed.
+    Signals (ModeChanged, ThermalWarning, ...) follow the `PropertiesChanged` of the same flush, so a
+    client that reads properties when a signal arrives sees the new values.
+    """
 
     def __init__(self, control: Control, *, coalesce_seconds: float = COALESCE_SECONDS):
         self.control = control
@@ -397,7 +427,9 @@ class DBusService:
         self.bus: MessageBus | None = None
         self._dirty: set[_Interface] = set()
         self._dirty_backends: set[str] = set()
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_soon = False
+        self._signals: list[tuple[Callable[..., Any], tuple]] = []  # signals to send after the next PropertiesChanged
         self._throttling: dict[str, bool] = {}
         # topic -> (interfaces it may change, announce at once?)
         self._topics: dict[str, tuple[tuple[_Interface, ...], bool]] = {
@@ -429,6 +461,8 @@ class DBusService:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._flush_soon = False
+        self._signals.clear()
         bus, self.bus = self.bus, None
         if bus is None:
             return
@@ -482,48 +516,67 @@ class DBusService:
             self._dirty_backends.add(detail["id"])
         elif topic == "breaker":
             self._dirty_backends.update(self.control.backend_ids())
+            self._breaker_signal(detail.get("transition"))
         elif topic == "system" and "new" in detail:
             immediate = True  # the power source changed (plug, unplug, battery level)
-        if topic == "thermal":
+        elif topic == "thermal":
             self._throttling_edges()
+        elif topic == "mode-changed":
+            self._signals.append((self.efficiency.mode_changed,
+                                  (detail.get("old", ""), detail.get("new", ""), detail.get("reason", ""))))
+        elif topic == "reload":
+            self._signals.append((self.routing.reloaded, reload_summary(detail)))
+        self._schedule(immediate or bool(self._signals))
+
+    def _schedule(self, immediate: bool) -> None:
+        """Flush once the current change is complete (immediate), or COALESCE_SECONDS after the first change."""
+        loop = asyncio.get_running_loop()
         if immediate:
-            self.flush()
+            if not self._flush_soon:
+                if self._flush_handle is not None:
+                    self._flush_handle.cancel()
+                self._flush_handle = loop.call_soon(self.flush)
+                self._flush_soon = True
         elif self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(self.coalesce_seconds, self.flush)
-        if topic == "mode-changed":
-            self.efficiency.mode_changed(detail.get("old", ""), detail.get("new", ""), detail.get("reason", ""))
-        elif topic == "breaker":
-            self._breaker_signal(detail.get("transition"))
+            self._flush_handle = loop.call_later(self.coalesce_seconds, self.flush)
 
     def flush(self) -> None:
-        """Announce what changed since the last flush: PropertiesChanged, then BackendStateChanged."""
+        """Announce what changed since the last flush: PropertiesChanged first, then the queued signals."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._flush_soon = False
         dirty, self._dirty = self._dirty, set()
         backend_ids, self._dirty_backends = self._dirty_backends, set()
+        signals, self._signals = self._signals, []
         if self.bus is None or not self.bus.connected:
             return
-        for interface in self.interfaces:
-            if interface in dirty:
-                interface.publish()
-        self.backends.publish_states(sorted(backend_ids))
+        try:
+            for interface in self.interfaces:
+                if interface in dirty:
+                    interface.publish()
+            self.backends.publish_states(sorted(backend_ids))
+            for emit, args in signals:
+                emit(*args)
+        except Exception:  # noqa: BLE001 - a failed announcement must not stop the next one
+            log.exception("announcing changes on D-Bus failed")
 
     def _breaker_signal(self, transition) -> None:
         if transition is None or transition.breaker != "thermal" or not transition.opened:
             return
         celsius = next((d["temperature_celsius"] for d in self.control.devices() if d["id"] == transition.subject),
                        -1.0)
-        self.thermal.thermal_warning(transition.subject, float(celsius), transition.reason)
+        self._signals.append((self.thermal.thermal_warning, (transition.subject, float(celsius), transition.reason)))
 
     def _throttling_edges(self) -> None:
-        """ThrottlingStarted / ThrottlingStopped on each device whose throttling flag flipped since the last snapshot."""
+        """ThrottlingStarted / ThrottlingStopped for each device whose throttling flag flipped since last time."""
         for device in self.control.devices():
             now = bool(device["throttling"])
             if self._throttling.get(device["id"], False) != now:
                 self._throttling[device["id"]] = now
                 if now:
-                    self.thermal.throttling_started(device["id"], list(device["throttle_reasons"]))
+                    self._signals.append((self.thermal.throttling_started,
+                                          (device["id"], list(device["throttle_reasons"]))))
                 else:
-                    self.thermal.throttling_stopped(device["id"])
+                    self._signals.append((self.thermal.throttling_stopped, (device["id"],)))
 

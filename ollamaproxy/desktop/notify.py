@@ -1,12 +1,4 @@
-"""Desktop notifications (org.freedesktop.Notifications) for breakers, backends going down and Auto switching on power.
-
-One subject per thing that can go wrong (a device's thermal breaker, the power budget, a backend,
-Auto's power-source switch). A subject's notification replaces its own earlier one (`replaces_id`),
-and a subject notifies at most once per `min_interval` seconds, except that the recovery of a
-problem that is on screen is shown at once; a notification held back by the limit is shown when
-the interval ends, with the latest news only. Urgency follows severity: critical for a thermal
-trip, normal for other problems, low for recoveries.
-"""
+"""Desktop notifications (org.freedesktop.Notifications) for breakers, backends going down and Auto on power."""
 
 from __future__ import annotations
 
@@ -54,7 +46,15 @@ class _Subject:
 
 
 class Notifier:
-    """Listens to the control change feed and sends notifications on the session bus; never raises into the router."""
+    """Listens to the control change feed and sends notifications on the session bus; never raises into the router.
+
+    One subject per thing that can go wrong (a device's thermal breaker, the power budget, a
+    backend, Auto's power-source switch). A subject's notification replaces its own earlier one
+    (`replaces_id`), and a subject notifies at most once per `min_interval` seconds, except that the
+    recovery of a problem on screen is shown at once; a notification held back by the limit is
+    shown when the interval ends, with the latest news only. Urgency follows severity: critical for
+    a thermal trip, normal for other problems, low for recoveries.
+    """
 
     def __init__(self, control: Control, bus: MessageBus, *, min_interval: float = 30.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -167,7 +167,8 @@ class Notifier:
         if not note.problem and subject.shown is not None and subject.shown.problem:
             self._send(subject, note)  # the recovery of a problem on screen: at once
             return
-        if not note.problem and held is not None and held.problem and (subject.shown is None or not subject.shown.problem):
+        shown_problem = subject.shown is not None and subject.shown.problem
+        if not note.problem and held is not None and held.problem and not shown_problem:
             return  # the problem ended before it was shown: nothing to say
         now = self.clock()
         if subject.sent_at is None or now - subject.sent_at >= self.min_interval:

@@ -88,8 +88,8 @@ async def start_desktop(router: "Router", *, session_bus_address: str | None = N
         reply = await bus.request_name(contract.BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             owner = await _owner(bus, contract.BUS_NAME)
-            raise NameTakenError(f"{contract.BUS_NAME} is already owned on the session bus by {owner or 'another process'}"
-                                 " (is another ollamaproxy running?)")
+            raise NameTakenError(f"{contract.BUS_NAME} is already owned on the session bus by "
+                                 f"{owner or 'another process'} (is another ollamaproxy running?)")
         handle.upower = UPowerFollower(router.power_source, bus_address=system_bus_address)
         await handle.upower.start()
         if notifications_enabled(router, notifications):

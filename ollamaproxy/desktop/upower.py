@@ -156,7 +156,6 @@ class UPowerFollower:
         if not self.attached:
             log.info("following UPower for the power source")
         self.attached = True
-        self._absence_logged = False
         self.power_source.attach_upower(True)
         self.power_source.update(power_state(self._values))
 
@@ -170,11 +169,11 @@ class UPowerFollower:
 
     def _absent(self, reason: str) -> None:
         self.power_source.attach_upower(False)
-        if not self._absence_logged:
+        if not self._absence_logged:  # warn once; a restarting UPower is worth an info line, not a warning each time
             self._absence_logged = True
             log.warning("%s: using the sysfs battery readings until UPower appears", reason)
         else:
-            log.debug("%s", reason)
+            log.info("%s: using the sysfs battery readings until UPower is back", reason)
 
     def _drop_handlers(self) -> None:
         for props, handler in self._handlers:
