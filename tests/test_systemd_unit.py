@@ -153,6 +153,10 @@ lines = ["[Service]", f"StandardOutput=append:{work}/unit.log", f"StandardError=
          f"ExecStopPost=+/bin/sh -c 'echo \"$$EXIT_CODE $$EXIT_STATUS\" >> {work}/exits.log'",
          # This VM cannot set up these two mounts for any unit (status 226/NAMESPACE); desktops can.
          "ProtectKernelTunables=no", "ProtectKernelLogs=no"]
+if sys.executable.startswith(("/tmp/", "/var/tmp/")):
+    # The lab runs the checkout's own venv (install.sh --no-venv); a checkout under /tmp (CI clones
+    # can live there) would be hidden by PrivateTmp=, which an installed venv never is.
+    lines.append("PrivateTmp=no")
 if mode == "simple":
     lines += ["Type=simple", "UnsetEnvironment=DBUS_SESSION_BUS_ADDRESS"]
 (dropin / "lab.conf").write_text("\n".join(lines) + "\n")
