@@ -18,7 +18,7 @@ from ollamaproxy.config import ConfigError, is_loopback_host, parse_host_port
 from ollamaproxy.control import Control
 from ollamaproxy.metrics import CONTENT_TYPE, Metrics
 from ollamaproxy.modes import MODE_IDS, InvalidModeError
-from ollamaproxy.proxy.errors import ApiError
+from ollamaproxy.proxy.errors import ApiError, parse_json_object
 
 log = logging.getLogger("ollamaproxy.management")
 
@@ -130,13 +130,7 @@ async def _json_body(request: web.Request, *, required: bool) -> dict:
         if required:
             raise ApiError(400, "missing_body", "a JSON object body is required")
         return {}
-    try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_json", "request body must be a JSON object")
-    return payload
+    return parse_json_object(raw)
 
 
 def _efficiency(control: Control) -> dict[str, Any]:

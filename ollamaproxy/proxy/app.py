@@ -19,7 +19,7 @@ from ollamaproxy.backends.models import canonical_model
 from ollamaproxy.backends.registry import Registry
 from ollamaproxy.config import Config
 from ollamaproxy.proxy import aggregate
-from ollamaproxy.proxy.errors import ApiError, error_response
+from ollamaproxy.proxy.errors import ApiError, error_response, parse_json_object
 from ollamaproxy.proxy.forward import (
     BeforeFirstByteError,
     ForwardResult,
@@ -81,12 +81,7 @@ class _Parsed:
 
 def parse_body(raw: bytes, path: str) -> _Parsed:
     """Validate the JSON body and its model field (fail closed); the body itself is left untouched."""
-    try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    payload = parse_json_object(raw)
     model = payload.get("model")
     if model is None and path == "/api/show":
         model = payload.get("name")  # Ollama's older spelling for /api/show

@@ -30,6 +30,17 @@ class ApiError(Exception):
         self.details = details
 
 
+def parse_json_object(raw: bytes) -> dict:
+    """A request body that must be a JSON object; ApiError(400) says what is wrong with it."""
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    return payload
+
+
 def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
 
