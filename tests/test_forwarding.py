@@ -287,19 +287,6 @@ async def test_health_states_distinguished(sims, routers, http, status, health):
         assert health in (await resp.json())["error"]
 
 
-async def test_one_pooled_session_per_backend(sims, routers, http):
-    a = await sims("a", ["m:1b"])
-    router = await routers([backend_entry(a, max_concurrent=4)])
-    session = router.registry.sessions["a"]
-    for _ in range(5):
-        async with http.post(router.url + CHAT, data=chat_body(stream=False)) as resp:
-            await resp.read()
-    assert router.registry.sessions["a"] is session
-    # Keep-alive: sequential requests reuse one pooled connection.
-    connector = session.connector
-    assert sum(len(conns) for conns in connector._conns.values()) == 1
-
-
 async def test_request_log_line_has_fields_and_no_prompt(sims, routers, http):
     a = await sims("a", ["m:1b"])
     router = await routers([backend_entry(a)])

@@ -21,6 +21,7 @@ from ollamaproxy.backends.inventory import (
     parse_openai_models,
 )
 from ollamaproxy.config import BackendConfig, Config
+from ollamaproxy.proxy.upstream import Pool
 from ollamaproxy.tasks import cancel_and_wait
 
 log = logging.getLogger("ollamaproxy.backends")
@@ -72,7 +73,8 @@ class Registry:
         self.states: dict[str, BackendState] = {
             backend.id: BackendState(config=backend, enabled=backend.enabled) for backend in config.backends
         }
-        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.sessions: dict[str, aiohttp.ClientSession] = {}  # probes, listings, translation, admin
+        self.pools: dict[str, Pool] = {}  # keep-alive connections for forwarded requests (proxy/upstream.py)
         self._wakeups: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task] = []
         self._listeners: list[Callable[[BackendState, Health], None]] = []
@@ -93,6 +95,7 @@ class Registry:
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
                 raise_for_status=False,
             )
+            self.pools[state.id] = Pool(state.config.url, server.connect_timeout_seconds)
             self._wakeups[state.id] = asyncio.Event()
         if probe:
             first = [self.probe(state) for state in self.states.values()]
@@ -102,6 +105,9 @@ class Registry:
 
     async def close(self) -> None:
         await cancel_and_wait(self._tasks)
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
         for session in self.sessions.values():
             await session.close()
         self.sessions.clear()

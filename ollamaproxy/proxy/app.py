@@ -225,7 +225,7 @@ class ProxyHandlers:
         backend_id = grant.backend_id
         cost = grant.candidate.cost
         backend = state.registry.states[backend_id].config
-        session = state.registry.sessions[backend_id]
+        pool = state.registry.pools[backend_id]
         reason = "failover-" + grant.reason if failover else grant.reason
         headers = dict(id_header)
         headers["X-Backend-Used"] = backend_id
@@ -243,7 +243,7 @@ class ProxyHandlers:
         completed = False
         try:
             sent_at = time.monotonic()
-            upstream = await open_upstream(session, request, backend, parsed.body,
+            upstream = await open_upstream(pool, request, backend, parsed.body,
                                            state.config.server.header_timeout_seconds)
             result = await relay(request, upstream, headers, backend_id, sent_at,
                                  state.config.server.stream_idle_timeout_seconds)
