@@ -112,6 +112,12 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return client.backends(as_json=args.json)
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    from ollamaproxy.desktop import client
+
+    return client.top(frames=args.frames)
+
+
 def _cmd_hold(args: argparse.Namespace) -> int:
     from ollamaproxy.desktop import client
 
@@ -165,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     backends = sub.add_parser("backends", help="each backend's health, load and breaker")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
     backends.set_defaults(func=_cmd_backends)
+
+    top = sub.add_parser("top", help="a live view of status, redrawn on every change the service announces")
+    top.add_argument("--frames", type=int, default=None, help="stop after this many screens")
+    top.set_defaults(func=_cmd_top)
 
     hold = sub.add_parser("hold", help="hold a mode while a command runs: hold MODE [--reason R] -- COMMAND...",
                           usage="%(prog)s MODE [--reason R] [--app-id A] [--json] -- COMMAND...")

@@ -16,7 +16,7 @@ async def cli(*args: str, check: bool = False):
 
 
 @pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["mode"], ["mode", "quiet"], ["backends"],
-                                  ["hold", "quiet", "--", "true"]])
+                                  ["hold", "quiet", "--", "true"], ["top", "--frames", "1"]])
 async def test_without_the_service_each_command_says_so_and_exits_3(session_bus, args):
     result = await cli(*args)
     assert result.returncode == 3, result
@@ -109,3 +109,26 @@ async def test_hold_as_json_and_with_a_missing_command(desktop_router):
     need = await cli("hold", "quiet")
     assert need.returncode == 2 and "after --" in need.stderr
     assert (await cli("mode", check=True)).returncode == 0  # the service is still there for the next command
+
+
+async def test_top_redraws_when_the_service_announces_a_change(desktop_router):
+    import asyncio
+
+    router, _ = desktop_router
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollamaproxy", "top", "--frames", "2",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        first = []
+        async with asyncio.timeout(30):
+            while not first or not first[-1].startswith("-- updated"):
+                first.append((await proc.stdout.readline()).decode().rstrip("\n"))
+        assert first[0] == "Mode:       balanced (in force: balanced)"
+        router.router.control.set_mode("quiet")  # the service's signals, not a timer, trigger the redraw
+        async with asyncio.timeout(30):
+            rest, _err = await proc.communicate()
+        assert proc.returncode == 0
+        assert rest.decode().splitlines()[0] == "Mode:       quiet (in force: quiet)"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
@@ -247,3 +248,42 @@ def format_backends(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     return "".join(("  ".join(cell.ljust(width) for cell, width in zip(r, widths)) + "  " + r[-1]).rstrip() + "\n"
                    for r in table)
+
+
+# ---------------------------------------------------------------- a live view
+
+
+def top(*, frames: int | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Redraw the status screen whenever the service announces a change (signals only, no polling).
+
+    `frames` stops after that many screens (for scripts and tests); Ctrl-C stops otherwise.
+    """
+
+    async def action(client: Client) -> int:
+        changed = asyncio.Event()
+        changed.set()  # the first screen at once
+
+        def on_message(message: Message) -> None:
+            if message.message_type is MessageType.SIGNAL:
+                changed.set()
+
+        rule = f"type='signal',sender='{contract.BUS_NAME}',path='{contract.OBJECT_PATH}'"
+        client.bus.add_message_handler(on_message)
+        await client.call(contract.DBUS_INTERFACE, "AddMatch", "s", [rule],
+                          destination=contract.DBUS_NAME, path=contract.DBUS_PATH)
+        drawn = 0
+        clear = "\x1b[H\x1b[2J" if out.isatty() else ""
+        while frames is None or drawn < frames:
+            await changed.wait()
+            changed.clear()
+            state = await client.status()
+            stamp = time.strftime("%H:%M:%S")
+            out.write(f"{clear}{format_status(state)}-- updated {stamp}; redrawn on every change, Ctrl-C quits --\n")
+            out.flush()
+            drawn += 1
+        return EXIT_OK
+
+    try:
+        return _run(action, err)
+    except KeyboardInterrupt:
+        return EXIT_OK
