@@ -1,4 +1,4 @@
-"""Command line: ollamaproxy serve | check-config | sim | demo | status | mode | backends | hold."""
+"""Command line: serve, check-config, sim, demo, status, mode, backends, top, hold, stats, migrate-ollama."""
 
 from __future__ import annotations
 
