@@ -15,16 +15,22 @@ log = logging.getLogger("ollamaproxy.requestlog")
 FLUSH_DELAY_SECONDS = 0.05
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class RequestLog:
     """Writes one JSON object per finished request (fields chosen by the proxy, no bodies).
 
-    Lines are flushed together at most FLUSH_DELAY_SECONDS after they are written (one write
-    for a burst instead of one per request); `flush()` at shutdown writes whatever is left.
+    Off the hot path: `log()` only stamps and queues the record; at most FLUSH_DELAY_SECONDS
+    later one batch is encoded, written with one flush, and handed to the sinks (metrics, the
+    SQLite request log). `flush()` at shutdown handles whatever is left. Without a running event
+    loop (scripts, tests) records are handled at once.
     """
 
     def __init__(self, stream: TextIO | None = None):
         self._stream = stream
         self._sinks: list[Callable[[dict], None]] = []
+        self._pending: list[dict] = []
         self._flush_pending = False
         self._second = -1
         self._stamp = ""
@@ -43,23 +49,29 @@ class RequestLog:
     def log(self, record: dict) -> None:
         line = {"time": self._time(), "event": "request"}
         line.update(record)
-        for sink in self._sinks:
-            try:
-                sink(line)
-            except Exception:  # noqa: BLE001
-                log.exception("request log sink failed")
-        stream = self._stream or sys.stdout
-        stream.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self._pending.append(line)
         if self._flush_pending:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            stream.flush()
+            self.flush()
             return
         self._flush_pending = True
         loop.call_later(FLUSH_DELAY_SECONDS, self.flush)
 
     def flush(self) -> None:
+        """Write and hand on every queued record now."""
         self._flush_pending = False
-        (self._stream or sys.stdout).flush()
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        stream = self._stream or sys.stdout
+        stream.write("".join(_ENCODE(line) + "\n" for line in pending))
+        stream.flush()
+        for sink in self._sinks:
+            for line in pending:
+                try:
+                    sink(line)
+                except Exception:  # noqa: BLE001
+                    log.exception("request log sink failed")

@@ -138,6 +138,7 @@ class RouterHandle:
         return self.router.registry
 
     def log_lines(self) -> list[dict]:
+        self.router.state.request_log.flush()  # records are written in batches, off the hot path
         return [json.loads(line) for line in self.log_buffer.getvalue().splitlines() if line]
 
     def idle(self) -> bool:
