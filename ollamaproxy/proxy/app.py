@@ -100,6 +100,24 @@ def parse_body(raw: bytes, path: str) -> _Parsed:
     return _Parsed(canonical_model(trimmed), raw, payload)
 
 
+def routing_headers(grant: Grant, plan: Plan, failover: bool, id_header: dict[str, str],
+                    suffix: str = "") -> dict[str, str]:
+    """The response headers that say where a request went and why."""
+    backend_id = grant.backend_id
+    headers = dict(id_header)
+    headers["X-Backend-Used"] = backend_id
+    headers["X-Routing-Reason"] = ("failover-" if failover else "") + grant.reason + suffix
+    headers["X-Efficiency-Mode"] = plan.mode.mode.value
+    candidate = grant.candidate
+    if candidate.estimated_latency_ms is not None:
+        headers["X-Estimated-Latency-Ms"] = f"{candidate.estimated_latency_ms:.0f}"
+        headers["X-Estimated-Power-W"] = f"{candidate.estimated_power_w:.1f}"
+    alternatives = [c.backend_id for c in plan.ticket.ranked if c.backend_id != backend_id]
+    if alternatives:
+        headers["X-Alternatives"] = ",".join(alternatives)
+    return headers
+
+
 class ProxyHandlers:
     def __init__(self, state: ProxyState):
         self.state = state
@@ -226,17 +244,7 @@ class ProxyHandlers:
         cost = grant.candidate.cost
         backend = state.registry.states[backend_id].config
         pool = state.registry.pools[backend_id]
-        reason = "failover-" + grant.reason if failover else grant.reason
-        headers = dict(id_header)
-        headers["X-Backend-Used"] = backend_id
-        headers["X-Routing-Reason"] = reason
-        headers["X-Efficiency-Mode"] = plan.mode.mode.value
-        if grant.candidate.estimated_latency_ms is not None:
-            headers["X-Estimated-Latency-Ms"] = f"{grant.candidate.estimated_latency_ms:.0f}"
-            headers["X-Estimated-Power-W"] = f"{grant.candidate.estimated_power_w:.1f}"
-        alternatives = [c.backend_id for c in plan.ticket.ranked if c.backend_id != backend_id]
-        if alternatives:
-            headers["X-Alternatives"] = ",".join(alternatives)
+        headers = routing_headers(grant, plan, failover, id_header)
         upstream = None
         handed_off = False
         caller_releases = False
@@ -273,16 +281,7 @@ class ProxyHandlers:
         state = self.state
         backend_id = grant.backend_id
         backend = state.registry.states[backend_id].config
-        reason = ("failover-" if failover else "") + grant.reason + "+translated"
-        headers = dict(id_header)
-        headers.update({"X-Backend-Used": backend_id, "X-Routing-Reason": reason,
-                        "X-Efficiency-Mode": plan.mode.mode.value})
-        if grant.candidate.estimated_latency_ms is not None:
-            headers["X-Estimated-Latency-Ms"] = f"{grant.candidate.estimated_latency_ms:.0f}"
-            headers["X-Estimated-Power-W"] = f"{grant.candidate.estimated_power_w:.1f}"
-        alternatives = [c.backend_id for c in plan.ticket.ranked if c.backend_id != backend_id]
-        if alternatives:
-            headers["X-Alternatives"] = ",".join(alternatives)
+        headers = routing_headers(grant, plan, failover, id_header, "+translated")
         caller_releases = False
         try:
             return await forward_translated(
