@@ -206,3 +206,16 @@ async def test_measurements_replace_config_estimates(sims, routers, http):
     assert router.router.estimates.sample_counts("gpu", MODEL).tokens_per_second >= 1
     _, headers, _ = await post(http, router, payload=body(options={"num_predict": 8}))
     assert float(headers["X-Estimated-Latency-Ms"]) < configured / 10
+
+
+async def test_waiting_longer_than_the_queue_timeout_is_a_clear_503(sims, routers, http):
+    sim = await sims("one", [MODEL])
+    sim.behaviour.hold = asyncio.Event()
+    router = await routers([backend_entry(sim, max_concurrent=1)], queue={"timeout_seconds": 0.05})
+    first = asyncio.create_task(post(http, router))
+    await wait_until(lambda: sim.stats.active == 1)
+    status, headers, payload = await post(http, router)
+    assert status == 503 and payload["code"] == "queue_timeout" and headers["Retry-After"]
+    assert "waited 0.05s in the queue" in payload["error"] and router.scheduler.queue_depth == 0
+    sim.behaviour.hold.set()
+    assert (await first)[0] == 200
