@@ -591,10 +591,16 @@ def wait_ready(url: str, child: Child, deadline_s: float) -> None:
     raise RuntimeError(f"{child.name} not ready at {url} within {deadline_s:g}s ({last}):\n{child.stderr_tail()}")
 
 
-def router_config(listen_port: int, sim_port: int) -> str:
+def router_config(listen_port: int, sim_port: int, state_dir: Path) -> str:
+    # Everything a real install runs stays on (telemetry, request log with its SQLite sink); only
+    # the management API is off (its port could clash) and the request log goes to the temp dir.
     return f"""\
 [server]
 listen = "127.0.0.1:{listen_port}"
+management = ""
+
+[request_log]
+path = "{state_dir / 'requests.sqlite3'}"
 
 [[backends]]
 id = "bench"
@@ -792,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         router_port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="proxy_overhead_"))
     config_path = tmp / "router.toml"
-    config_path.write_text(router_config(router_port, sim_port))
+    config_path.write_text(router_config(router_port, sim_port, config_path.parent))
     python = [sys.executable]
     sim_argv = python + ["-m", "ollamaproxy", "sim", "--port", str(sim_port), "--name", "bench",
                          "--models", MODEL, "--tokens-per-second", "0"]
