@@ -22,8 +22,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c 'import ollamaproxy, aiohttp, pydantic' >/dev/null 2>&1 \
         || [ pyproject.toml -nt .venv/.installed ]; then
-    echo "==> installing ollamaproxy into .venv" >&2
-    out=$(.venv/bin/python -m pip install -q -e . 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
+    echo "==> installing ollamaproxy (with the demo's llama.cpp) into .venv" >&2
+    out=$(.venv/bin/python -m pip install -q -e '.[demo]' 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
     touch .venv/.installed
 fi
 [ "$#" -gt 0 ] || set -- demo
