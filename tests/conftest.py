@@ -168,6 +168,8 @@ async def routers():
         data = {"server": {"listen": "127.0.0.1:11434"}, "backends": backends}
         if telemetry_sources is None:
             data["telemetry"] = {"enabled": False}  # no host sensors in routing tests unless asked for
+        # Auto must not depend on when the suite runs: quiet hours are off unless a test sets them.
+        data["efficiency"] = {"quiet_hours": []}
         for key, value in sections.items():
             data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.__setitem__(key, value)
         config = parse_config(data, "test")

@@ -186,6 +186,9 @@ nvidia_smi = "{tmp / 'no-nvidia-smi'}"
 
 [desktop]
 notifications = false
+
+[efficiency]
+quiet_hours = []  # Auto must not depend on when the suite runs
 """)
         self.env = dict(os.environ,
                         DBUS_SESSION_BUS_ADDRESS=session_address,

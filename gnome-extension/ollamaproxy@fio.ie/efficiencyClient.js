@@ -181,6 +181,10 @@ export const OllamaProxyClient = GObject.registerClass({
      * @returns {*} the value, or null when the service is not running
      */
     lookup(iface, name) {
+        // One service, five proxies: each hears of the owner leaving on its own, so a proxy
+        // whose notification is still on its way must not show the old owner's values.
+        if (!this.available)
+            return null;
         const value = this._proxies?.get(iface).get_cached_property(name);
         return value ? value.recursiveUnpack() : null;
     }
