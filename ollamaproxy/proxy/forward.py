@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -275,36 +276,52 @@ async def _relay_client_response(request: web.Request, upstream: aiohttp.ClientR
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
     result = ForwardResult(response, upstream.status, streamed=True, sent_at=sent_at)
-    events = 0
-    sent = 0
+    reason = await pump(upstream, response, result, separator, idle_seconds)
+    if reason is not None:
+        await response.write(stream_error_line(request.path, f"backend {backend_id} failed mid-stream ({reason})"))
+    if result.first_byte_at is None:
+        result.first_byte_at = time.monotonic()
+    await response.write_eof()
+    return result
+
+
+async def pump(upstream: aiohttp.ClientResponse, response: web.StreamResponse, result: ForwardResult,
+               separator: bytes, idle_seconds: float,
+               transform: Callable[[bytes], bytes] | None = None) -> str | None:
+    """Copy an aiohttp upstream stream to the client (through `transform`) as it arrives.
+
+    Returns None when the stream ended cleanly, else why it broke (the result then records the
+    backend failure; the caller ends the stream in the client's format). A client that went away
+    raises ConnectionResetError: not the backend's fault.
+    """
+    sent = events = 0
     watchdog = _IdleWatchdog(upstream, idle_seconds)
     try:
         async for chunk in upstream.content.iter_any():
-            if result.first_byte_at is None:
-                result.first_byte_at = time.monotonic()
             watchdog.progress += 1
-            await response.write(chunk)
-            sent += len(chunk)
-            events += chunk.count(separator)
+            out = transform(chunk) if transform is not None else chunk
+            if out:
+                if result.first_byte_at is None:
+                    result.first_byte_at = time.monotonic()
+                await response.write(out)
+                sent += len(out)
+                events += out.count(separator)
         if watchdog.fired:
             raise TimeoutError
         result.last_chunk_at = time.monotonic()
+        return None
     except ConnectionResetError:
-        raise  # the client went away (writing to it failed): not the backend's fault
+        raise
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
         reason = (f"silent for {idle_seconds:g}s" if watchdog.fired or isinstance(error, TimeoutError)
                   else type(error).__name__)
         result.outcome = "backend_failed_mid_stream"
         result.backend_failure = ProbeOutcome(Health.DOWN, f"stream broke: {reason}")
-        await response.write(stream_error_line(request.path, f"backend {backend_id} failed mid-stream ({reason})"))
+        return reason
     finally:
         watchdog.cancel()
-        result.bytes_sent = sent
-        result.token_events = events
-    if result.first_byte_at is None:
-        result.first_byte_at = time.monotonic()
-    await response.write_eof()
-    return result
+        result.bytes_sent += sent
+        result.token_events += events
 
 
 async def drain_then(upstream: Connection | aiohttp.ClientResponse, done) -> None:

@@ -12,8 +12,7 @@ from aiohttp import web
 from ollamaproxy.backends.health import Health, ProbeOutcome, classify_status
 from ollamaproxy.config import BackendConfig
 from ollamaproxy.proxy.errors import ApiError
-from ollamaproxy.proxy.forward import BeforeFirstByteError, ForwardResult, upstream_headers
-from ollamaproxy.proxy.forward import _IdleWatchdog as IdleWatchdog
+from ollamaproxy.proxy.forward import BeforeFirstByteError, ForwardResult, pump, upstream_headers
 from ollamaproxy.translate._common import openai_error, rfc3339
 from ollamaproxy.translate.requests import Translated, TranslationError, ollama_to_openai, openai_to_ollama
 from ollamaproxy.translate.responses import (
@@ -151,40 +150,16 @@ async def _stream(request: web.Request, upstream: aiohttp.ClientResponse, model:
     response = web.StreamResponse(status=200, headers=headers)
     await response.prepare(request)
     result = ForwardResult(response, 200, streamed=True, sent_at=sent_at)
-    sent = events = 0
-    watchdog = IdleWatchdog(upstream, idle_seconds)
-    try:
-        async for chunk in upstream.content.iter_any():
-            watchdog.progress += 1
-            out = converter.feed(chunk)
-            if out:
-                if result.first_byte_at is None:
-                    result.first_byte_at = time.monotonic()
-                await response.write(out)
-                sent += len(out)
-                events += out.count(separator)
-        if watchdog.fired:
-            raise TimeoutError
-        result.last_chunk_at = time.monotonic()
-    except ConnectionResetError:
-        raise
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
-        result.outcome = "backend_failed_mid_stream"
-        reason = f"silent for {idle_seconds:g}s" if watchdog.fired or isinstance(error, TimeoutError) else type(error).__name__
-        result.backend_failure = ProbeOutcome(Health.DOWN, f"stream broke: {reason}")
-    finally:
-        watchdog.cancel()
-    tail = converter.finish()
+    await pump(upstream, response, result, separator, idle_seconds, converter.feed)
+    tail = converter.finish()  # the final done line, or an error line in the client's format
     if tail:
         await response.write(tail)
-        sent += len(tail)
-        events += tail.count(separator)
+        result.bytes_sent += len(tail)
+        result.token_events += tail.count(separator)
     if result.first_byte_at is None:
         result.first_byte_at = time.monotonic()
     if converter.error and result.outcome == "ok":
         result.outcome = "backend_stream_error"
-    result.bytes_sent = sent
-    result.token_events = events
     await response.write_eof()
     return result
 
