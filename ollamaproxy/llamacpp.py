@@ -282,9 +282,6 @@ class LlamaCppServer:
         """The last lines the child printed (llama.cpp's log), for diagnostics."""
         return "\n".join(self._tail)
 
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     # -- internals ---------------------------------------------------------------
 
     def _read_stdout(self) -> None:

@@ -62,9 +62,6 @@ class _Interface(ServiceInterface):
         self._properties = {prop.name: prop for prop in ServiceInterface._get_properties(self)}
         self._announced: dict[str, Any] = {}
 
-    def property_names(self) -> list[str]:
-        return list(self._properties)
-
     def value(self, name: str) -> Any:
         """The value of one property, through the same getter `Get` uses."""
         return self._properties[name].prop_getter(self)

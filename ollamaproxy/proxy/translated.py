@@ -13,7 +13,7 @@ from ollamaproxy.backends.health import Health, ProbeOutcome, classify_status
 from ollamaproxy.config import BackendConfig
 from ollamaproxy.proxy.errors import ApiError
 from ollamaproxy.proxy.forward import BeforeFirstByteError, ForwardResult, pump, upstream_headers
-from ollamaproxy.translate._common import openai_error, rfc3339
+from ollamaproxy.translate._common import rfc3339
 from ollamaproxy.translate.requests import Translated, TranslationError, ollama_to_openai, openai_to_ollama
 from ollamaproxy.translate.responses import (
     NdjsonToOpenAIStream,
@@ -22,10 +22,6 @@ from ollamaproxy.translate.responses import (
     openai_to_ollama_response,
 )
 
-TRANSLATABLE = {
-    "/api/chat", "/api/generate", "/api/embed", "/api/embeddings",
-    "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-}
 UNMAPPED_HEADER = "X-Unmapped-Options"
 
 
@@ -164,4 +160,4 @@ async def _stream(request: web.Request, upstream: aiohttp.ClientResponse, model:
     return result
 
 
-__all__ = ["forward_translated", "TRANSLATABLE", "UNMAPPED_HEADER", "openai_error"]
+__all__ = ["forward_translated", "UNMAPPED_HEADER"]
