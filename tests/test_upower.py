@@ -127,3 +127,32 @@ def test_display_device_values_map_to_the_power_source_state():
         PowerSourceState(False, None, "unknown", "none", "upower")
     assert power_state({"OnBattery": False, "IsPresent": True, "Percentage": 100.0, "State": 4}).state == "full"
 
+
+
+async def test_unplugging_on_a_low_battery_moves_the_next_request_to_the_npu(upower_mock, sims, routers, desktop,
+                                                                              system_bus, http):
+    """The whole chain: UPower signal → power source → Auto → scoring → where a real HTTP request lands."""
+    npu = await sims("npu", [MODEL], loaded=[MODEL])
+    gpu = await sims("nvidia", [MODEL], loaded=[MODEL])
+    handle = await routers([backend_entry(npu, hardware="npu", power_watts=3),
+                            backend_entry(gpu, hardware="nvidia", power_watts=30, latency_ms=50,
+                                          tokens_per_second=150)],
+                           efficiency={"default_mode": "auto", "quiet_hours": []})
+    await upower_mock.battery(12.0, CHARGING)
+    await desktop(handle, system_bus_address=system_bus)
+    router = handle.router
+    await wait_until(lambda: router.power_source.current.percent == 12.0, message="UPower's first reading")
+
+    async def lands_on() -> str:
+        async with http.post(handle.url + "/api/generate",
+                             json={"model": MODEL, "prompt": "hi", "stream": False}) as resp:
+            assert resp.status == 200
+            return resp.headers["X-Backend-Used"]
+
+    assert await lands_on() == "nvidia"  # on AC: balanced, and the laptop dGPU wins on latency
+    await upower_mock.on_battery(True)
+    await upower_mock.battery(12.0, DISCHARGING, WARNING_LOW)
+    await wait_until(lambda: effective(router) == "ultra-efficiency", timeout=DEADLINE,
+                     message="unplugged at 12 % -> ultra-efficiency")
+    assert await lands_on() == "npu"
+    assert gpu.stats.requests == 1
