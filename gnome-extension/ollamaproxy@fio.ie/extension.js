@@ -42,6 +42,7 @@ const DEGRADED_TEXT = {
     'power-budget': 'Power budget reached',
     'telemetry-stale': 'Telemetry stale',
     'paused': 'Paused',
+    'device-removed': 'Device removed',
     'no-backends': 'No backend available',
     'on-battery': 'On battery',
 };
